@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NETDEVIATION_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: install reproduce test test-slow test-nbs test-py bench export clean-nbs
+.PHONY: install reproduce test test-slow test-nbs test-py bench export docs readme
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -16,12 +16,13 @@ $(STAMP): settings.ini setup.py
 install: $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/netdeviation reproduce
+	$(BIN)/netdeviation baselines
+	$(BIN)/netdeviation reproduce --quick
 
 test: test-nbs test-py
 
 test-nbs: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
 test-py: $(STAMP)
 	$(BIN)/pytest -q tests
@@ -31,7 +32,13 @@ test-slow: $(STAMP)
 	$(BIN)/pytest -q --runslow tests
 
 bench: $(STAMP)
-	$(BIN)/python bench/train_throughput.py
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+docs: $(STAMP)
+	$(BIN)/python nbs/_build_site.py docs
+
+readme: $(STAMP)
+	$(BIN)/python nbs/_build_site.py readme
 
 export: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean

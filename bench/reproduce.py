@@ -1,0 +1,59 @@
+"""Wall time of `netdeviation reproduce --quick` and `--full`, and the speed-up of 2 worker processes over 1 on the
+same sweep. Prints one JSON object.
+
+Goals (2 CPU cores): `--quick` <= 3 min, `--full` <= 30 min, 2 workers >= 1.6x faster than 1.
+Every run goes to a fresh temporary runs folder, so nothing is skipped as already finished; the baseline checkpoint
+cache ($NETDEVIATION_CACHE) is used as it is (`cache_warm` says whether every baseline the plans need was already
+there). `--skip-full` leaves out the 30-minute run and reports `full_s` as null.
+"""
+import argparse, json, os, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import torch
+
+from netdeviation.cli import PLANS, _baselines_needed
+from netdeviation.sweeps import run_sweep
+from netdeviation.training import baseline_path
+
+CLI = Path(sys.executable).parent/"netdeviation"
+SPEEDUP_GRID = {"model": ["lenet_300_100"], "methods": [["random"], ["magnitude"], ["clustered"], ["random_node"]]}
+SPEEDUP_FIXED = {"amounts": [0.2, 0.4, 0.6, 0.8]}
+
+
+def time_reproduce(mode:str)->float:
+    "Seconds for one `netdeviation reproduce --<mode>` into scratch folders."
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        subprocess.run([str(CLI), "reproduce", f"--{mode}", "--runs-dir", f"{d}/runs", "--out", f"{d}/out", "--quiet"], check=True)
+        return time.perf_counter() - t
+
+
+def time_sweep(workers:int, grid:dict=SPEEDUP_GRID)->float:
+    "Seconds for the same net_deviation sweep with `workers` processes (cores/workers torch threads each)."
+    with tempfile.TemporaryDirectory() as d:
+        res = run_sweep("net_deviation", grid, SPEEDUP_FIXED, runs_dir=d, workers=workers, progress=False)
+        if res.errors: raise RuntimeError(f"speed-up sweep failed: {res.errors}")
+        return res.elapsed_s
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--skip-full", action="store_true", help="do not run `reproduce --full` (reported as null)")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    warm = all(baseline_path(m, c, s).exists() for plan in PLANS.values() for m, c, s in _baselines_needed(plan))
+    out = {"cores": os.cpu_count(), "load_avg_before": [round(x, 2) for x in os.getloadavg()], "cache_warm": warm}
+    time_sweep(1, {**SPEEDUP_GRID, "methods": [["random"]]})  # warm-up: imports, page cache, the baseline
+    one, two = time_sweep(1), time_sweep(2)
+    out.update(sweep_runs=len(SPEEDUP_GRID["methods"]), sweep_1_worker_s=round(one, 1), sweep_2_workers_s=round(two, 1),
+               speedup_2_over_1=round(one/two, 2))
+    out["quick_s"] = round(time_reproduce("quick"), 1)
+    out["full_s"] = None if args.skip_full else round(time_reproduce("full"), 1)
+    out["goals"] = {"quick_s": 180, "full_s": 1800, "speedup_2_over_1": 1.6}
+    out["goal_met"] = {"quick": out["quick_s"] <= 180, "full": None if out["full_s"] is None else out["full_s"] <= 1800,
+                       "speedup": out["speedup_2_over_1"] >= 1.6}
+    out["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__": main()

@@ -1,0 +1,358 @@
+"""Build the documentation site (into `_docs/`) and README.md from the notebooks.
+
+    python nbs/_build_site.py docs [--static] [--force]   # the site: Quarto where installed, else static HTML
+    python nbs/_build_site.py readme [--check]            # README.md from nbs/index.ipynb (--check: fail on drift)
+
+The top-level `_quarto.yml` is the one site configuration. Both builds start from nbdev's processed notebooks
+(`nbdev.serve.proc_nbs`, the step `nbdev_proc_nbs` runs, cached in `_proc/`): only exported code, imports and
+`show_doc` cells are executed, every other cell keeps its stored output, so a docs build never trains anything.
+We call `proc_nbs` rather than the `nbdev_proc_nbs` command because the command also writes `nbs/_quarto.yml`,
+`nbs/nbdev.yml` and `nbs/sidebar.yml` (second copies of the site configuration) and tries to install Quarto with sudo.
+
+- With Quarto: `_quarto.yml` is copied into `_proc/` at build time and `quarto render` builds the site, which is then
+  moved to `_docs/` (what `nbdev_docs` does, minus its generated configuration).
+- Without Quarto: every processed notebook is converted by nbconvert's `HTMLExporter` (lab template). The Quarto cell
+  options nbdev writes (`#| echo: false`, `#| output: false`, `#| include: false`) are applied to the cells, the Quarto
+  markdown extensions it emits (link attributes, heading attributes, fenced divs) become plain markdown/HTML, headings
+  get Quarto's lower-case ids (so nbdev's cross-links like `models.html#get_model` resolve), links to the hosted site
+  and to `.ipynb` files become relative links between the built pages, and every page gets the navbar and sidebar of
+  `_quarto.yml` plus an "On this page" table of contents.
+- README.md: nbconvert's `MarkdownExporter` on the processed `nbs/index.ipynb` (nbdev's title cell becomes `# title`
+  and `> subtitle`; links and images relative to `nbs/` are re-rooted at the top level). `nbdev_readme` needs Quarto.
+"""
+from __future__ import annotations
+import argparse, os, posixpath, re, shutil, subprocess, sys, time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat, yaml
+from bs4 import BeautifulSoup
+from jinja2 import DictLoader
+from nbconvert import HTMLExporter, MarkdownExporter
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS, PROC, SITE_YML, README = ROOT/"nbs", ROOT/"_proc", ROOT/"_quarto.yml", ROOT/"README.md"
+
+
+def load_site(path:Path=SITE_YML)->dict:
+    "The parsed `_quarto.yml`."
+    return yaml.safe_load(path.read_text())
+
+
+def process_notebooks(force:bool=False, n_workers:int=2)->Path:
+    "Run nbdev's docs processing of every notebook under nbs/ into `_proc/` (cached by modification time)."
+    from nbdev.serve import proc_nbs
+    old = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = "ignore"  # nbdev's warnings on cells mixing imports and code: tests/test_docs.py checks those
+    try: return Path(proc_nbs(str(NBS), n_workers=n_workers, force=force))
+    finally:
+        if old is None: del os.environ["PYTHONWARNINGS"]
+        else: os.environ["PYTHONWARNINGS"] = old
+
+
+# ---------------------------------------------------------------- Quarto output -> plain notebooks
+
+_FRONTMATTER = re.compile(r"^---\s*\n(.*?)\n---\s*$", re.S)
+_OPTION = re.compile(r"^#\|\s*([\w-]+)\s*:\s*(.*?)\s*$")
+_LINK_ATTRS = re.compile(r"(\]\([^)\s]*\))\{[^}\n]*\}")           # [source](url){target="_blank" ...}
+_HEADING_ATTRS = re.compile(r"^(#{1,6} .*?)\s*\{[#.][^}\n]*\}\s*$", re.M)  # ## Title {#id .class}
+_FENCED_DIV = re.compile(r"^:::+[ \t]*(.*?)[ \t]*$", re.M)         # ::: {.callout-note} ... :::
+_MD_LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)")                 # [text](path) and ![alt](path)
+_HTML_IMG = re.compile(r"(<img\b[^>]*\bsrc=[\"'])([^\"']+)")
+
+
+WIDGET_NOTE = "*An interactive widget: run this notebook in JupyterLab to use it.*"
+
+
+def quarto_md_to_md(text:str)->str:
+    "Plain CommonMark for the Quarto extensions nbdev writes: link/heading attributes dropped, fenced divs as <div>."
+    text = _LINK_ATTRS.sub(r"\1", _HEADING_ATTRS.sub(r"\1", text))
+    def div(m):
+        if not m[1]: return "\n</div>\n"
+        classes = re.findall(r"\.([\w-]+)", m[1]) or m[1].strip("{} ").split()
+        return f'\n<div class="{" ".join(classes)}">\n'
+    return _FENCED_DIV.sub(div, text)
+
+
+def cell_options(source:str)->tuple[dict, str]:
+    "The leading Quarto cell options (`#| key: value`) of a code cell, and the code without them."
+    lines, opts = source.splitlines(), {}
+    while lines and (m := _OPTION.match(lines[0])):
+        opts[m[1]] = m[2].strip("'\"").lower()
+        lines.pop(0)
+    return opts, "\n".join(lines)
+
+
+def _md_text(v)->str: return "".join(v) if isinstance(v, list) else v
+
+
+def plain_notebook(nb:nbformat.NotebookNode)->tuple[nbformat.NotebookNode, dict]:
+    "A processed notebook with its Quarto front matter, cell options and markdown extensions applied; and the front matter."
+    fm, cells = {}, []
+    for cell in nb.cells:
+        if cell.cell_type == "raw" and not fm and (m := _FRONTMATTER.match(cell.source.strip())):
+            fm = yaml.safe_load(m[1]) or {}
+            if "title" in fm:
+                desc = f"\n\n> {fm['description']}" if fm.get("description") else ""
+                cells.append(nbformat.v4.new_markdown_cell(f"# {fm['title']}{desc}"))
+            continue
+        if cell.cell_type == "markdown": cell.source = quarto_md_to_md(cell.source)
+        if cell.cell_type == "code":
+            opts, cell.source = cell_options(cell.source)
+            if opts.get("include") == "false": continue
+            if opts.get("echo") == "false" or not cell.source.strip():
+                cell.metadata.setdefault("transient", {})["remove_source"] = True
+            if opts.get("output") == "false": cell.outputs = []
+            for out in cell.get("outputs", []):
+                if "text/markdown" in out.get("data", {}):
+                    out.data["text/markdown"] = quarto_md_to_md(_md_text(out.data["text/markdown"]))
+                if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):  # live widgets need a kernel
+                    out.data = {"text/markdown": WIDGET_NOTE}
+            if not cell.source.strip() and not cell.get("outputs"): continue
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata.pop("widgets", None)
+    return nb, fm
+
+
+# ---------------------------------------------------------------- pages and navigation
+
+@dataclass
+class Page:
+    "One page of the site: its notebook (relative to nbs/), its HTML file (relative to the site root) and its title."
+    src:str
+    out:str
+    title:str
+
+
+def _output_file(src:str, fm:dict)->str:
+    "Where Quarto writes the page of notebook `src`: beside it, named by nbdev's `output-file` (else the stem)."
+    name = fm.get("output-file") or posixpath.splitext(posixpath.basename(src))[0] + ".html"
+    return posixpath.join(posixpath.dirname(src), name)
+
+
+def _sources()->list[str]:
+    "Notebooks under nbs/ that nbdev renders (names and folders starting with _ or . are skipped, as nbdev does)."
+    return sorted(p.relative_to(NBS).as_posix() for p in NBS.rglob("*.ipynb")
+                  if not any(part[0] in "_." for part in p.relative_to(NBS).parts))
+
+
+def _nav_items(items:list, pages:dict, missing:list)->list:
+    "Navbar/sidebar items as ('link', text, out) and ('section', title, [items]), dropping notebooks that do not exist."
+    res = []
+    for it in items or []:
+        if isinstance(it, dict) and "section" in it:
+            res.append(("section", it["section"], _nav_items(it.get("contents"), pages, missing)))
+            continue
+        href, text = (it, None) if isinstance(it, str) else (it.get("href"), it.get("text"))
+        if href not in pages:
+            missing.append(href)
+            continue
+        res.append(("link", text or pages[href].title, pages[href].out))
+    return res
+
+
+def _rel(target:str, page_out:str)->str:
+    "Relative link from the page at `page_out` to `target` (both relative to the site root)."
+    return posixpath.relpath(target.split("#")[0], posixpath.dirname(page_out) or ".") + (
+        "#" + target.split("#", 1)[1] if "#" in target else "")
+
+
+def _links_html(items:list, page_out:str)->str:
+    html = []
+    for kind, text, val in items:
+        if kind == "section":
+            html.append(f'<li class="section"><span class="section-title">{text}</span><ul>{_links_html(val, page_out)}</ul></li>')
+        else:
+            active = ' class="active"' if val == page_out else ""
+            html.append(f'<li><a href="{_rel(val, page_out)}"{active}>{text}</a></li>')
+    return "".join(html)
+
+
+def nav_html(site:dict, navbar:list, sidebar:list, page_out:str)->dict:
+    "The navbar and sidebar HTML of one page."
+    w, home = site["website"], _rel("index.html", page_out)
+    bar = (f'<header class="site-navbar"><a class="brand" href="{home}">{w["title"]}</a>'
+           f'<ul class="nav-left">{_links_html(navbar, page_out)}</ul>'
+           f'<a class="repo" href="{w["repo-url"]}">GitHub</a></header>')
+    side = f'<nav class="site-sidebar" aria-label="sidebar"><ul>{_links_html(sidebar, page_out)}</ul></nav>'
+    return {"navbar": bar, "sidebar": side}
+
+
+# ---------------------------------------------------------------- static HTML
+
+CSS = """
+body.site { margin: 0; padding: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+.site-navbar { position: sticky; top: 0; z-index: 10; display: flex; align-items: center; gap: 1rem;
+  background: #2780e3; padding: .55rem 1.2rem; }
+.site-navbar a { color: #fff; text-decoration: none; } .site-navbar a:hover { text-decoration: underline; }
+.site-navbar .brand { font-size: 1.25rem; font-weight: 600; margin-right: 1rem; }
+.site-navbar ul { display: flex; gap: 1.1rem; list-style: none; margin: 0; padding: 0; }
+.site-navbar a.active { font-weight: 700; border-bottom: 2px solid #fff; }
+.site-navbar .repo { margin-left: auto; }
+.site-layout { display: flex; align-items: flex-start; }
+.site-sidebar, .site-toc { position: sticky; top: 3.2rem; max-height: calc(100vh - 4rem); overflow-y: auto;
+  padding: 1.2rem 1rem; font-size: .9rem; }
+.site-sidebar { flex: 0 0 13rem; border-right: 1px solid #e5e5e5; }
+.site-sidebar ul, .site-toc ul { list-style: none; margin: 0; padding: 0; }
+.site-sidebar li { margin: .25rem 0; } .site-sidebar ul ul { padding-left: .7rem; }
+.site-sidebar .section-title { display: block; margin-top: .8rem; font-weight: 600; color: #555; }
+.site-sidebar a, .site-toc a { color: #333; text-decoration: none; }
+.site-sidebar a.active { color: #2780e3; font-weight: 700; }
+.site-main { flex: 1 1 auto; min-width: 0; max-width: 64rem; padding: 1rem 2rem 4rem; }
+.site-toc { flex: 0 0 13rem; } .site-toc h2 { font-size: .95rem; margin: 0 0 .5rem; }
+.site-toc li { margin: .2rem 0; } .site-toc li.toc-h3 { padding-left: .8rem; }
+.site-main img { max-width: 100%; height: auto; }
+.site-main blockquote { border-left: 4px solid #2780e3; margin: .5rem 0 1rem; padding: .2rem 1rem; color: #555; }
+.site-main table { border-collapse: collapse; } .site-main th, .site-main td { padding: .2rem .6rem; }
+.callout { border-left: 4px solid #2780e3; background: #f3f8fe; padding: .4rem 1rem; margin: 1rem 0; }
+@media (max-width: 1100px) { .site-toc { display: none; } }
+@media (max-width: 760px) { .site-layout { display: block; } .site-sidebar { position: static; max-height: none; } }
+"""
+
+TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{% block extra_css %}<style>{{ resources.site.css }}</style>{% endblock extra_css %}
+{%- block body_header -%}
+<body class="jp-Notebook site" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
+{{ resources.site.navbar }}
+<div class="site-layout">
+{{ resources.site.sidebar }}
+<main class="site-main">
+{%- endblock body_header -%}
+{% block body_footer %}
+</main>
+<nav class="site-toc" aria-label="on this page"></nav>
+</div>
+</body>
+{% endblock body_footer %}
+"""
+
+
+def quarto_id(text:str)->str:
+    "Pandoc's automatic identifier of a heading (what Quarto and nbdev's doc links use)."
+    text = re.sub(r"[^\w\s.-]", "", text.replace("¶", "").strip().lower())
+    return re.sub(r"\s+", "-", text).lstrip("0123456789.-") or "section"
+
+
+def _finish_page(html:str, page:Page, pages_by_src:dict, site_url:str)->str:
+    "Quarto-style heading ids, relative links between pages, and the table of contents."
+    soup = BeautifulSoup(html, "html.parser")
+    main, toc = soup.find("main"), []
+    for h in main.find_all(["h2", "h3"]):
+        new = quarto_id(h.get_text())
+        for a in h.find_all("a", class_="anchor-link"): a["href"] = f"#{new}"
+        h["id"] = new
+        toc.append((h.name, new, h.get_text().replace("¶", "").strip()))
+    for h in main.find_all(["h1", "h4", "h5"]):
+        if h.get("id"): h["id"] = quarto_id(h.get_text())
+    for a in main.find_all("a", href=True):
+        href = a["href"]
+        if href.startswith(site_url + "/"): a["href"] = _rel(href[len(site_url)+1:], page.out)
+        elif not re.match(r"^[a-z]+:|^#", href) and (src := href.split("#")[0]).endswith(".ipynb"):
+            target = pages_by_src.get(posixpath.normpath(posixpath.join(posixpath.dirname(page.src), src)))
+            if target: a["href"] = _rel(target.out + href[len(src):], page.out)
+    nav = soup.find("nav", class_="site-toc")
+    if toc:
+        items = "".join(f'<li class="toc-{lvl}"><a href="#{i}">{t}</a></li>' for lvl, i, t in toc)
+        nav.append(BeautifulSoup(f"<h2>On this page</h2><ul>{items}</ul>", "html.parser"))
+    return str(soup)
+
+
+def render_static(out:Path, force:bool=False)->list[Page]:
+    "The static HTML site: every processed notebook through nbconvert, with the navigation of `_quarto.yml`."
+    site, proc = load_site(), process_notebooks(force)
+    nbs = {src: nbformat.read(proc/src, as_version=4) for src in _sources()}
+    plain = {src: plain_notebook(nb) for src, nb in nbs.items()}
+    pages = {src: Page(src, _output_file(src, fm), str(fm.get("title", Path(src).stem))) for src, (_, fm) in plain.items()}
+    missing = []
+    navbar = _nav_items(site["website"]["navbar"].get("left"), pages, missing)
+    sidebar = _nav_items(site["website"]["sidebar"].get("contents"), pages, missing)
+    for m in dict.fromkeys(missing): print(f"_quarto.yml names nbs/{m}, which does not exist: left out of the navigation")
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"site.html.j2": TEMPLATE})],
+                            template_file="site.html.j2", exclude_input_prompt=True, exclude_output_prompt=True)
+    shutil.rmtree(out, ignore_errors=True)
+    for p in NBS.rglob("*"):  # figures and results, as nbdev copies them beside the notebooks
+        rel = p.relative_to(NBS)
+        if p.is_file() and p.suffix != ".ipynb" and not any(part[0] in "_." for part in rel.parts):
+            (out/rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, out/rel)
+    for src, (nb, fm) in plain.items():
+        page = pages[src]
+        nb.metadata["title"] = f"{page.title} – {site['website']['title']}"
+        resources = {"site": {"css": CSS, **nav_html(site, navbar, sidebar, page.out)}}
+        html, _ = exporter.from_notebook_node(nb, resources=resources)
+        dst = out/page.out
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(_finish_page(html, page, pages, site["website"]["site-url"].rstrip("/")))
+    return list(pages.values())
+
+
+def render_quarto(out:Path, force:bool=False):
+    "The Quarto site, as `nbdev_docs` renders it, from the processed notebooks and a build-time copy of `_quarto.yml`."
+    proc = process_notebooks(force)
+    shutil.copy2(SITE_YML, proc/"_quarto.yml")
+    subprocess.run(["quarto", "render", "--no-cache"], cwd=proc, check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.move(proc/load_site()["project"]["output-dir"], out)
+
+
+def build_docs(static:bool=False, force:bool=False)->Path:
+    "Build the site into the output folder of `_quarto.yml`; returns it."
+    out = ROOT/load_site()["project"]["output-dir"]
+    if shutil.which("quarto") and not static: render_quarto(out, force)
+    else:
+        if not static: print("quarto not found: building the static HTML site with nbconvert instead (install Quarto for the full site)")
+        render_static(out, force)
+    return out
+
+
+# ---------------------------------------------------------------- README
+
+def _reroot(m)->str:
+    "A link or image path relative to nbs/ as seen from the top level (URLs and anchors unchanged)."
+    path = m[2]
+    return m[1] + (path if re.match(r"^[a-z]+:|^[/#]", path) else posixpath.normpath(posixpath.join("nbs", path)))
+
+
+def readme_markdown(index:Path=NBS/"index.ipynb")->str:
+    "README.md text: nbdev's docs processing of `index`, then nbconvert's markdown exporter."
+    from execnb.nbio import read_nb, nb2str
+    from nbdev.processors import FilterDefaults
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # nbdev finds settings.ini from the working directory
+    try:
+        nb = read_nb(index)
+        FilterDefaults()(nb)
+    finally: os.chdir(cwd)
+    nb, _ = plain_notebook(nbformat.reads(nb2str(nb), as_version=4))
+    for cell in nb.cells:
+        if cell.cell_type == "markdown": cell.source = _HTML_IMG.sub(_reroot, _MD_LINK.sub(_reroot, cell.source))
+    body, _ = MarkdownExporter(exclude_raw=True).from_notebook_node(nb)
+    body = re.sub(r"[ \t]+\n", "\n", body)
+    return re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
+
+
+def main(argv=None)->int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=["docs", "readme"], help="build the site into _docs/, or write README.md")
+    p.add_argument("--static", action="store_true", help="docs: build the static nbconvert site even if quarto exists")
+    p.add_argument("--force", action="store_true", help="docs: reprocess every notebook (ignore the _proc/ cache)")
+    p.add_argument("--check", action="store_true", help="readme: only check README.md is up to date (exit 1 if not)")
+    a = p.parse_args(argv)
+    start = time.time()
+    if a.what == "docs":
+        out = build_docs(a.static, a.force)
+        print(f"docs: {out.relative_to(ROOT)}/index.html ({time.time()-start:.0f} s)")
+        return 0
+    text = readme_markdown()
+    if a.check:
+        if README.read_text() == text: return 0
+        print("README.md is out of date with nbs/index.ipynb: run `python nbs/_build_site.py readme`")
+        return 1
+    README.write_text(text)
+    print(f"README.md written from nbs/index.ipynb ({time.time()-start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__": sys.exit(main())

@@ -1,0 +1,218 @@
+"""The run store under stress: kill -9 part-way and resume, corrupt folders, failing runs, a Dask executor,
+bad grid files, and the `netdeviation` command line. A toy template notebook keeps every run to a kernel start;
+one uninterrupted reference sweep is shared by the tests that compare against it."""
+import json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from netdeviation.cli import main
+from netdeviation.sweeps import collect, load_grid, run_grid_file, run_id, run_state, run_sweep
+
+CLI = Path(sys.executable).parent/"netdeviation"
+GRID, FIXED = {"x": [1, 2, 3, 4]}, {"sleep": 0.5}
+
+
+def _notebook(path:Path, parameters:str, body:str, setup:str="from netdeviation.sweeps import save_result")->Path:
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory)->Path:
+    "A template: squares `x`, optionally sleeps first or fails, and saves one number and two rows."
+    return _notebook(tmp_path_factory.mktemp("toy")/"toy.ipynb", "x = 1.0\nsleep = 0.0\nfail = False\nresult_path = None",
+                     "time.sleep(sleep)\nif fail: raise ValueError(f'x={x} was asked to fail')\n"
+                     "save_result(result_path, square=x**2, rows=[{'k': k, 'kx': k*x} for k in (1, 2)])",
+                     "import time\nfrom netdeviation.sweeps import save_result")
+
+
+@pytest.fixture(scope="session")
+def reference(toy, tmp_path_factory)->Path:
+    "The runs folder of one uninterrupted sweep of GRID."
+    root = tmp_path_factory.mktemp("reference")
+    res = run_sweep(toy, GRID, FIXED, name="s", runs_dir=root, workers=2, progress=False)
+    assert res.count("done") == 4 and not res.errors
+    return root
+
+
+def _stable(df:pd.DataFrame)->pd.DataFrame:
+    "A collected table without the columns that depend on timing, in a fixed order."
+    return df.drop(columns=[c for c in ("elapsed_s",) if c in df]).sort_values(["run_id"] + [c for c in ("k",) if c in df]).reset_index(drop=True)
+
+
+def _same_tables(a:Path, b:Path):
+    for level in ("runs", "rows"): pd.testing.assert_frame_equal(_stable(collect(a, level=level)), _stable(collect(b, level=level)))
+
+
+# ---------------------------------------------------------------- kill -9 and resume
+
+SWEEP_SCRIPT = f"""
+import sys
+from netdeviation.sweeps import run_sweep
+if __name__ == "__main__":  # the process pool starts workers with spawn, which imports this file again
+    run_sweep(sys.argv[1], {GRID!r}, {FIXED!r}, name="s", runs_dir=sys.argv[2], workers=1, progress=False)
+"""
+
+def test_kill9_then_resume_equals_uninterrupted(toy, reference, tmp_path):
+    runs = tmp_path/"runs"
+    (script := tmp_path/"sweep.py").write_text(SWEEP_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(toy), str(runs)], start_new_session=True)
+    deadline = time.time() + 300
+    while len(list((runs/"s").glob("*/metrics.json"))) < 2:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended (or hung) before it could be killed"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its worker and its in-flight run: a crash, mid-run
+    proc.wait()
+    done_before = len(list((runs/"s").glob("*/metrics.json")))
+    assert 2 <= done_before < 4, "the kill came too late to interrupt anything"
+    res = run_sweep(toy, GRID, FIXED, name="s", runs_dir=runs, workers=2, progress=False)
+    assert res.count("skipped") == done_before and res.count("done") == 4 - done_before and not res.errors
+    got = collect(runs, level="runs")
+    assert len(got) == 4 and got.run_id.is_unique
+    _same_tables(runs, reference)
+
+
+# ---------------------------------------------------------------- corrupt folders, failing runs
+
+DAMAGES = {1: "truncate", 2: "edit_value", 3: "edit_params", 4: "delete_notebook"}
+
+def _damage(d:Path, how:str):
+    m = d/"metrics.json"
+    if how == "truncate": m.write_text(m.read_text()[:40])
+    if how == "edit_value": m.write_text(m.read_text().replace('"square": 4.0', '"square": 5.0'))
+    if how == "edit_params": (d/"params.json").write_text('{"sleep": 0.5, "x": 7.0}')
+    if how == "delete_notebook": (d/"run.ipynb").unlink()
+
+def test_corrupt_runs_are_detected_and_rerun(toy, reference, tmp_path):
+    shutil.copytree(reference, runs := tmp_path/"runs")
+    for x, how in DAMAGES.items():
+        _damage(d := runs/"s"/run_id({**FIXED, "x": float(x)}), how)
+        assert run_state(d) == "broken", how
+    (runs/"s"/"0123456789ab").mkdir()  # a folder left by a run killed before it wrote anything: ignored
+    assert collect(runs, level="runs").empty  # a broken run is never collected
+    res = run_sweep(toy, GRID, FIXED, name="s", runs_dir=runs, workers=2, progress=False)
+    assert res.count("done") == 4
+    _same_tables(runs, reference)
+
+
+def test_failing_run_is_recorded_and_the_sweep_goes_on(toy, tmp_path, capsys):
+    "Through the command line: one run raises, the others finish; the error is on record; --no-retry-failed skips it."
+    (tmp_path/"toy.ipynb").write_bytes(toy.read_bytes())
+    (g := tmp_path/"g.json").write_text(json.dumps({"notebook": "toy.ipynb", "grid": [{"x": [1, 2]}, {"x": [3], "fail": [True]}]}))
+    cmd = ["sweep", str(g), "--runs-dir", str(tmp_path/"runs"), "--workers", "2", "--quiet"]
+    assert main(cmd) == 1
+    out = capsys.readouterr()
+    assert "2 done, 1 failed" in out.out and "asked to fail" in out.err
+    bad = tmp_path/"runs"/"g"/run_id({"x": 3.0, "fail": True})
+    rec = json.loads((bad/"metrics.json").read_text())
+    assert rec["status"] == "error" and rec["error"]["type"] == "ValueError" and run_state(bad) == "failed"
+    assert (bad/"run.ipynb").is_file()  # the executed notebook shows the failing cell
+    t = collect(tmp_path/"runs", level="runs", failed=True).set_index("run_id")
+    assert t.loc[bad.name, "status"] == "error" and "asked to fail" in t.loc[bad.name, "error"]
+    assert len(collect(tmp_path/"runs", level="runs")) == 2
+    assert main(cmd + ["--no-retry-failed"]) == 0 and "3 skipped" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- Dask
+
+def test_dask_local_cluster_runs_the_same_sweep(toy, reference, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+         distributed.Client(cluster) as client:
+        res = run_sweep(toy, GRID, FIXED, name="s", runs_dir=tmp_path, executor=client.get_executor(), progress=False)
+    assert res.count("done") == 4 and not res.errors
+    _same_tables(tmp_path, reference)
+
+
+# ---------------------------------------------------------------- grid files
+
+BAD_GRIDS = {
+    "unknown_top_key.toml": ('notebook = "toy.ipynb"\n[grid]\nx = [1]\n[fixd]\nsleep = 1.0\n', "grid file: unknown keys ['fixd']"),
+    "unknown_param.toml": ('notebook = "toy.ipynb"\n[grid]\nx = [1]\nlr = [0.1]\n', "lr: not a parameter of toy.ipynb"),
+    "wrong_type.toml": ('notebook = "toy.ipynb"\n[grid]\nx = ["one"]\n', "x: expected float"),
+    "wrong_type_fixed.json": ('{"notebook": "toy.ipynb", "grid": {"x": [1]}, "fixed": {"fail": "yes"}}', "fail: expected bool"),
+    "empty_grid.toml": ('notebook = "toy.ipynb"\n[grid]\n', "grid: empty"),
+    "empty_values.json": ('{"notebook": "toy.ipynb", "grid": {"x": []}}', "grid['x']: empty list"),
+    "scalar_values.json": ('{"notebook": "toy.ipynb", "grid": {"x": 2}}', "grid['x']: expected a list of values"),
+    "no_notebook.json": ('{"grid": {"x": [1]}}', "grid file: missing 'notebook'"),
+    "bad_notebook.toml": ('notebook = "everything"\n[grid]\nx = [1]\n', "notebook: expected one of"),
+    "missing_notebook.toml": ('notebook = "nope.ipynb"\n[grid]\nx = [1]\n', "notebook: no such file"),
+    "broken.toml": ('notebook = "toy.ipynb"\n[grid\n', "grid file: "),
+    "grid.yaml": ("notebook: toy.ipynb\n", "grid file: expected a .json or .toml file"),
+}
+
+@pytest.mark.parametrize("name", sorted(BAD_GRIDS))
+def test_bad_grid_files_fail_before_anything_runs(toy, tmp_path, capsys, name):
+    text, message = BAD_GRIDS[name]
+    (tmp_path/"toy.ipynb").write_bytes(toy.read_bytes())
+    (grid := tmp_path/name).write_text(text)
+    with pytest.raises((ValueError, TypeError, FileNotFoundError)) as e: run_grid_file(grid, runs_dir=tmp_path/"runs", progress=False)
+    assert message in str(e.value)
+    assert main(["sweep", str(grid), "--runs-dir", str(tmp_path/"runs")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path/"runs").exists()
+
+
+def test_grid_file_union_and_fixed(toy, tmp_path):
+    (tmp_path/"toy.ipynb").write_bytes(toy.read_bytes())
+    (g := tmp_path/"u.toml").write_text('notebook = "toy.ipynb"\nname = "u"\n[[grid]]\nx = [1, 2]\n[[grid]]\nx = [3]\nfail = [true]\n[fixed]\nsleep = 0\n')
+    spec = load_grid(g)
+    assert spec.name == "u" and spec.runs == [{"sleep": 0.0, "x": 1.0}, {"sleep": 0.0, "x": 2.0}, {"sleep": 0.0, "x": 3.0, "fail": True}]
+
+
+# ---------------------------------------------------------------- command line
+
+@pytest.mark.parametrize("args", [[], ["reproduce"], ["sweep"], ["report"], ["baselines"]])
+def test_help(args, capsys):
+    with pytest.raises(SystemExit) as e: main([*args, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and f"usage: netdeviation {args[0] if args else ''}".strip() in out
+    if not args: assert all(c in out for c in ("reproduce", "sweep", "report", "baselines", "grid file"))
+    if args == ["reproduce"]: assert "--quick" in out and "--full" in out
+
+
+def test_console_script_gives_one_line_errors(toy, tmp_path):
+    "The installed `netdeviation` command: a bad grid file is one line on stderr, exit status 2, nothing run."
+    (tmp_path/"toy.ipynb").write_bytes(toy.read_bytes())
+    (g := tmp_path/"bad.toml").write_text('notebook = "toy.ipynb"\n[grid]\nlr = [0.1]\n')
+    r = subprocess.run([str(CLI), "sweep", str(g), "--runs-dir", str(tmp_path/"runs")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("netdeviation: error: lr: not a parameter of toy.ipynb") and "Traceback" not in r.stderr
+    assert not (tmp_path/"runs").exists()
+
+
+FAKE_BODY = """
+k = {"random": 1, "clustered": 3}[method]
+rows = [dict(model=model, method=method, seed=seed, amount=a, lhs=a*k, bound_paper=3*a*k, dev=-2*a*k, D=a/0.8, rel_dev=a*k/10,
+             tightness=1/3, test_acc=0.97 - a**k, acc_drop=a**k) for a in (0.2, 0.4, 0.6, 0.8)]
+save_result(result_path, rows=rows)
+"""
+
+def test_report_from_runs(tmp_path, capsys):
+    "`netdeviation report` on a folder holding a net_deviation sweep (of a fake template): figures, tables, verdict."
+    fake = _notebook(tmp_path/"fake.ipynb", 'model = "lenet_300_100"\nmethod = "random"\nseed = 0\nresult_path = None', FAKE_BODY)
+    res = run_sweep(fake, {"method": ["random", "clustered"]}, name="net_deviation", runs_dir=tmp_path/"runs", workers=2, progress=False)
+    assert res.count("done") == 2
+    assert main(["report", str(tmp_path/"runs"), "--out", str(tmp_path/"out")]) == 0
+    files = {p.name for p in (tmp_path/"out").iterdir()}
+    assert {"fig3_1_D_lenet_300_100.png", "fig3_3_test_acc.png", "validity.csv", "validity.md", "clustered_vs_random.csv",
+            "verdict.md", "README.md", "net_deviation_rows.csv"} <= files
+    assert "the best predictor is" in (tmp_path/"out"/"verdict.md").read_text()
+    assert main(["report", str(tmp_path/"nope")]) == 2 and "runs_dir: no such folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the real thing (slow)
+
+@pytest.mark.slow
+def test_reproduce_quick(tmp_path):
+    "The quick reproduction end to end, in a scratch folder: every figure and table is written."
+    r = subprocess.run([str(CLI), "reproduce", "--quick", "--runs-dir", str(tmp_path/"runs"), "--out", str(tmp_path/"out"), "--quiet"],
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = {p.name for p in (tmp_path/"out").iterdir()}
+    assert {"fig3_1_D_lenet_300_100.png", "fig3_2_D_lenet5.png", "fig3_3_test_acc.png", "table3_1_connection.md",
+            "table3_2_node.md", "validity.md", "verdict.md", "README.md"} <= files

@@ -3,8 +3,8 @@ same sweep. Prints one JSON object.
 
 Goals (2 CPU cores): `--quick` <= 3 min, `--full` <= 30 min, 2 workers >= 1.6x faster than 1.
 Every run goes to a fresh temporary runs folder, so nothing is skipped as already finished; the baseline checkpoint
-cache ($NETDEVIATION_CACHE) is used as it is (`cache_warm` says whether every baseline the plans need was already
-there). `--skip-full` leaves out the 30-minute run and reports `full_s` as null.
+cache ($NETDEVIATION_CACHE) is used as it is (`cache_warm` says whether every baseline the measured modes need was
+already there). The machine may be shared: `load_avg_before`/`after` say how busy it was. `--skip-full` leaves out the 30-minute run and reports `full_s` as null.
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -24,7 +24,8 @@ def time_reproduce(mode:str)->float:
     "Seconds for one `netdeviation reproduce --<mode>` into scratch folders."
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        subprocess.run([str(CLI), "reproduce", f"--{mode}", "--runs-dir", f"{d}/runs", "--out", f"{d}/out", "--quiet"], check=True)
+        subprocess.run([str(CLI), "reproduce", f"--{mode}", "--runs-dir", f"{d}/runs", "--out", f"{d}/out", "--quiet"],
+                       check=True, capture_output=True)  # stdout stays one JSON object
         return time.perf_counter() - t
 
 
@@ -41,7 +42,8 @@ def main():
     p.add_argument("--skip-full", action="store_true", help="do not run `reproduce --full` (reported as null)")
     args = p.parse_args()
     torch.set_num_threads(2)
-    warm = all(baseline_path(m, c, s).exists() for plan in PLANS.values() for m, c, s in _baselines_needed(plan))
+    modes = ["quick"] + ([] if args.skip_full else ["full"])
+    warm = all(baseline_path(m, c, s).exists() for mode in modes for m, c, s in _baselines_needed(PLANS[mode]))
     out = {"cores": os.cpu_count(), "load_avg_before": [round(x, 2) for x in os.getloadavg()], "cache_warm": warm}
     time_sweep(1, {**SPEEDUP_GRID, "methods": [["random"]]})  # warm-up: imports, page cache, the baseline
     one, two = time_sweep(1), time_sweep(2)

@@ -131,9 +131,10 @@ def _output_file(src:str, fm:dict)->str:
     return posixpath.join(posixpath.dirname(src), name)
 
 
-def _sources()->list[str]:
-    "Notebooks under nbs/ that nbdev renders (names and folders starting with _ or . are skipped, as nbdev does)."
-    return sorted(p.relative_to(NBS).as_posix() for p in NBS.rglob("*.ipynb")
+def _sources(site:dict)->list[str]:
+    "Notebooks to render: those matching `project.render` of `_quarto.yml`, minus names starting with _ or . (as nbdev)."
+    globs = site["project"].get("render", ["**/*.ipynb"])
+    return sorted(p.relative_to(NBS).as_posix() for g in globs for p in NBS.glob(g)
                   if not any(part[0] in "_." for part in p.relative_to(NBS).parts))
 
 
@@ -205,6 +206,7 @@ body.site { margin: 0; padding: 0; font-family: system-ui, -apple-system, "Segoe
 .site-main img { max-width: 100%; height: auto; }
 .site-main blockquote { border-left: 4px solid #2780e3; margin: .5rem 0 1rem; padding: .2rem 1rem; color: #555; }
 .site-main table { border-collapse: collapse; } .site-main th, .site-main td { padding: .2rem .6rem; }
+.site-main .jp-RenderedMarkdown pre { background: #f5f5f5; padding: .5rem .8rem; margin: .4rem 0 .9rem; border-radius: 4px; }
 .callout { border-left: 4px solid #2780e3; background: #f3f8fe; padding: .4rem 1rem; margin: 1rem 0; }
 @media (max-width: 1100px) { .site-toc { display: none; } }
 @media (max-width: 760px) { .site-layout { display: block; } .site-sidebar { position: static; max-height: none; } }
@@ -239,13 +241,11 @@ def _finish_page(html:str, page:Page, pages_by_src:dict, site_url:str)->str:
     "Quarto-style heading ids, relative links between pages, and the table of contents."
     soup = BeautifulSoup(html, "html.parser")
     main, toc = soup.find("main"), []
-    for h in main.find_all(["h2", "h3"]):
+    for h in main.find_all(["h1", "h2", "h3", "h4", "h5"]):
         new = quarto_id(h.get_text())
         for a in h.find_all("a", class_="anchor-link"): a["href"] = f"#{new}"
         h["id"] = new
-        toc.append((h.name, new, h.get_text().replace("¶", "").strip()))
-    for h in main.find_all(["h1", "h4", "h5"]):
-        if h.get("id"): h["id"] = quarto_id(h.get_text())
+        if h.name in ("h2", "h3"): toc.append((h.name, new, h.get_text().replace("¶", "").strip()))
     for a in main.find_all("a", href=True):
         href = a["href"]
         if href.startswith(site_url + "/"): a["href"] = _rel(href[len(site_url)+1:], page.out)
@@ -259,10 +259,10 @@ def _finish_page(html:str, page:Page, pages_by_src:dict, site_url:str)->str:
     return str(soup)
 
 
-def render_static(out:Path, force:bool=False)->list[Page]:
+def render_static(out:Path, force:bool=False):
     "The static HTML site: every processed notebook through nbconvert, with the navigation of `_quarto.yml`."
     site, proc = load_site(), process_notebooks(force)
-    nbs = {src: nbformat.read(proc/src, as_version=4) for src in _sources()}
+    nbs = {src: nbformat.read(proc/src, as_version=4) for src in _sources(site)}
     plain = {src: plain_notebook(nb) for src, nb in nbs.items()}
     pages = {src: Page(src, _output_file(src, fm), str(fm.get("title", Path(src).stem))) for src, (_, fm) in plain.items()}
     missing = []
@@ -285,7 +285,6 @@ def render_static(out:Path, force:bool=False)->list[Page]:
         dst = out/page.out
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(_finish_page(html, page, pages, site["website"]["site-url"].rstrip("/")))
-    return list(pages.values())
 
 
 def render_quarto(out:Path, force:bool=False):
@@ -326,6 +325,7 @@ def readme_markdown(index:Path=NBS/"index.ipynb")->str:
         FilterDefaults()(nb)
     finally: os.chdir(cwd)
     nb, _ = plain_notebook(nbformat.reads(nb2str(nb), as_version=4))
+    nb.metadata["language_info"] = {"name": "python"}  # fences as ```python (nbdev_clean drops language_info)
     for cell in nb.cells:
         if cell.cell_type == "markdown": cell.source = _HTML_IMG.sub(_reroot, _MD_LINK.sub(_reroot, cell.source))
     body, _ = MarkdownExporter(exclude_raw=True).from_notebook_node(nb)

@@ -38,10 +38,13 @@ def find_data_dir(data_dir:str|Path|None=None, # folder holding `MNIST/raw`; ove
 @dataclass(frozen=True)
 class MNISTData:
     "MNIST as normalised `(N, 1, 28, 28)` float tensors: train, validation (= pruning data) and test."
-    x_train:torch.Tensor; y_train:torch.Tensor
-    x_val:torch.Tensor;   y_val:torch.Tensor
-    x_test:torch.Tensor;  y_test:torch.Tensor
-    root:Path
+    x_train:torch.Tensor # training images, (55000, 1, 28, 28)
+    y_train:torch.Tensor # training labels, (55000,)
+    x_val:torch.Tensor   # validation images = the pruning data, (5000, 1, 28, 28)
+    y_val:torch.Tensor   # validation labels, (5000,)
+    x_test:torch.Tensor  # test images, (10000, 1, 28, 28)
+    y_test:torch.Tensor  # test labels, (10000,)
+    root:Path            # folder the IDX files were read from
 
     @property
     def pruning_data(self)->tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +85,7 @@ def normalise(x:torch.Tensor, # uint8 images, (N, 28, 28)
 def split_indices(n:int=N_TRAIN+N_VAL, # images to split
                   n_val:int=N_VAL,     # size of the validation (pruning) part
                   seed:int=0,          # seed of the permutation
-                 )->tuple[torch.Tensor, torch.Tensor]:
+                 )->tuple[torch.Tensor, torch.Tensor]: # training indices, validation indices
     "A seeded permutation of `range(n)`, cut into training and validation indices."
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[:n-n_val], perm[n-n_val:]

@@ -68,7 +68,8 @@ def get_model(name:str, # 'lenet_300_100', 'lenet5' or 'lenet5_caffe'
     if name not in MODELS: raise ValueError(f"model: expected one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name](**kwargs)
 
-def n_params(model:nn.Module)->int:
+def n_params(model:nn.Module, # any network
+            )->int:
     "Number of parameters (weights and biases)."
     return sum(p.numel() for p in model.parameters())
 
@@ -104,6 +105,7 @@ def stages(model:nn.Sequential, # a `LayeredNet` or any `nn.Sequential` of named
     return nn.Sequential(*prefix), [Stage(n, l, nn.Sequential(*post), i < len(found)-1)
                                     for i, (n, l, post) in enumerate(found)]
 
-def prunable_layers(model:nn.Sequential)->list[tuple[str, nn.Module]]:
+def prunable_layers(model:nn.Sequential, # a `LayeredNet` or any `nn.Sequential` of named modules
+                   )->list[tuple[str, nn.Module]]:
     "`(name, module)` of every prunable layer, in forward order."
     return [(s.name, s.layer) for s in stages(model)[1]]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_pruning.ipynb #8bfc5625
 from __future__ import annotations
-import copy, numbers, warnings
+import copy, functools, numbers, warnings
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from .models import Stage, stages, prunable_layers
@@ -171,12 +171,19 @@ def node_gram(y:torch.Tensor, # a stage output, (N, n, ...) or (N, n*r) after `F
     X = y.detach().reshape(len(y), n, -1).transpose(0, 1).reshape(n, -1).double()   # row i: node i over the batch
     return X @ X.T, X.mean(1), X.shape[1]
 
+@functools.cache
+def _threadpools()->ThreadpoolController: return ThreadpoolController()  # finding the BLAS libraries is slow: once
+
+def _one_thread():
+    "Run small NumPy/scikit-learn problems on one BLAS/OpenMP thread (faster than two, and deterministic)."
+    return _threadpools().limit(limits=1)
+
 def gram_embedding(G:torch.Tensor, # Gram matrix of n points
                   )->np.ndarray:   # (n, n) points with the same pairwise distances
     "Points $Z = V\\Lambda^{1/2}$ from the centred Gram matrix $JGJ = V\\Lambda V^T$."
     G = G.double().cpu().numpy()
     Gc = G - G.mean(0) - G.mean(1)[:, None] + G.mean()         # J G J, J = I - 11^T/n
-    with threadpool_limits(1): lam, V = np.linalg.eigh(Gc)
+    with _one_thread(): lam, V = np.linalg.eigh(Gc)
     return V * np.sqrt(np.clip(lam, 0, None))
 
 # %% ../nbs/03_pruning.ipynb #daddd794
@@ -187,7 +194,7 @@ def cluster_nodes(Z:np.ndarray,           # (n, d) one point per node
                  )->tuple:                # labels (n,), distance of each node to its cluster mean (n,)
     "Cluster the nodes' points into `k` groups with scikit-learn."
     _choice("clustering", clustering, CLUSTERED_OPTIONS["clustering"])
-    with threadpool_limits(1), warnings.catch_warnings():
+    with _one_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than k: handled by the keep step
         algo = KMeans(k, random_state=seed) if clustering == "kmeans" else AgglomerativeClustering(k, linkage="ward")
         labels = algo.fit_predict(Z)
@@ -214,7 +221,7 @@ def keep_scores(rule:str,            # 'random', 'centre', 'weight_norm' or 'bia
                 stage:Stage,         # the hidden stage being pruned
                 nxt:Stage,           # the stage after it
                 dist:np.ndarray,     # distance of each node to its cluster mean
-                generator:torch.Generator,
+                generator:torch.Generator, # CPU generator of the layer's random stream (rule 'random')
                )->torch.Tensor:      # one score per node, higher = kept first
     "Keep score of each node under `rule`."
     if rule == "random": return torch.rand(stage.n_out, generator=generator)
@@ -229,7 +236,9 @@ def merge_nodes(stage:Stage,         # the hidden stage being pruned
                 nxt:Stage,           # the stage after it (weights and bias updated in place)
                 keep:np.ndarray,     # bool (n,), True = kept
                 labels:np.ndarray,   # cluster of each node
-                G:torch.Tensor, m:torch.Tensor, D:int, # from `node_gram` on the original activations
+                G:torch.Tensor,      # Gram matrix of the original activations, from `node_gram`
+                m:torch.Tensor,      # mean activation of each node, from `node_gram`
+                D:int,               # coordinates per node, from `node_gram`
                ):
     "Fold each pruned node $u$ into its cluster's kept node $s$: $w_s$ += $\\alpha w_u$, next bias += $\\beta \\sum w_u$."
     kept = np.flatnonzero(keep)
@@ -337,7 +346,8 @@ def node_plan(net:nn.Sequential,      # the network, on `device`
     return plan
 
 # %% ../nbs/03_pruning.ipynb #216b1847
-def get_masks(model:nn.Sequential)->dict:
+def get_masks(model:nn.Sequential, # a pruned (or dense) network
+             )->dict:              # {layer: {'weight': 0/1 mask, 'bias': 0/1 mask}} for every prunable layer
     "Masks read back from a pruned model (`weight_mask` / `bias_mask` buffers; all ones where unpruned)."
     return {n: {p: getattr(l, p + "_mask", torch.ones_like(t)).detach().clone()
                 for p in ("weight", "bias") if (t := getattr(l, p)) is not None}
@@ -379,7 +389,8 @@ def compute_masks(model:nn.Sequential,  # trained network (left untouched)
     return _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options)[1]
 
 # %% ../nbs/03_pruning.ipynb #1a54eec6
-def copy_model(model:nn.Module)->nn.Module:
+def copy_model(model:nn.Module, # pruned or not, possibly after a forward pass with gradients
+              )->nn.Module:     # an independent deep copy
     "`copy.deepcopy` that also works on a pruned model after a forward pass with gradients."
     memo = {}
     for mod in model.modules():

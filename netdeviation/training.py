@@ -62,15 +62,19 @@ def get_config(config:str|TrainConfig, # a name in `CONFIGS` or a `TrainConfig`
     if config not in CONFIGS: raise ValueError(f"config: expected one of {sorted(CONFIGS)} or a TrainConfig, got {config!r}")
     return CONFIGS[config]
 
-def make_optimizer(model:nn.Module, config:TrainConfig)->torch.optim.Optimizer:
+def make_optimizer(model:nn.Module,     # the network whose trainable parameters it updates
+                   config:TrainConfig, # optimiser, learning rate, weight decay and momentum
+                  )->torch.optim.Optimizer:
     "A fresh optimiser over the trainable parameters of `model` (no state carried over)."
     return OPTIMIZERS[config.optimizer]([p for p in model.parameters() if p.requires_grad], config)
 
 # %% ../nbs/02_training.ipynb #2bd2ed7a
 @torch.no_grad()
-def evaluate(model:nn.Module, x:torch.Tensor, y:torch.Tensor,
-             batch_size:int=10_000, # images per forward pass
-             device:str|torch.device="cpu",
+def evaluate(model:nn.Module,                # the network, switched to eval mode for the pass
+             x:torch.Tensor,                 # images, (N, 1, 28, 28)
+             y:torch.Tensor,                 # labels, (N,)
+             batch_size:int=10_000,          # images per forward pass
+             device:str|torch.device="cpu",  # where to evaluate (`model` must already be there)
             )->dict:                # {'loss': mean cross-entropy, 'acc': accuracy in [0, 1]}
     "Mean cross-entropy and accuracy of `model` on `(x, y)`."
     if len(x) == 0: raise ValueError("x: empty data")
@@ -140,7 +144,9 @@ def fit(model:nn.Module,                    # trained in place
     return hist
 
 # %% ../nbs/02_training.ipynb #4f0389af
-def state_equal(a:nn.Module, b:nn.Module)->bool:
+def state_equal(a:nn.Module, # a model
+                b:nn.Module, # the model to compare it with
+               )->bool:
     "True when two models have bit-identical state dicts."
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -164,7 +170,8 @@ def save_checkpoint(path:str|Path, # the `.pt` file; a `.json` sidecar with its 
     _atomic_write(path, raw)
     _atomic_write(path.with_suffix(".json"), json.dumps({"sha256": hashlib.sha256(raw).hexdigest()}).encode())
 
-def load_checkpoint(path:str|Path)->dict:
+def load_checkpoint(path:str|Path, # a `.pt` file written by `save_checkpoint`, with its `.json` sidecar
+                   )->dict:
     "Load a checkpoint written by `save_checkpoint`, checking its hash; `CheckpointError` otherwise."
     path = Path(path)
     try:
@@ -184,7 +191,7 @@ class Baseline:
     t_initial:float        # epochs of the original training, $t_{initial}$
     config:TrainConfig     # how it was trained
     history:History        # per-epoch records
-    seed:int
+    seed:int               # seed of initialisation and batch order
     path:Path|None=None    # its checkpoint
 
     @property
@@ -196,13 +203,24 @@ class Baseline:
         return (f"Baseline({self.model.name}, test_acc={self.test_acc:.4f}, t_initial={self.t_initial}, "
                 f"seed={self.seed}, config={self.config})")
 
-def baseline_path(model:str, config:str, seed:int, act:str="relu", cache:str|Path|None=None)->Path:
+def baseline_path(model:str,                # a name in `MODELS`
+                  config:str,               # a name in `CONFIGS`
+                  seed:int,                 # seed of the baseline
+                  act:str="relu",           # hidden activation
+                  cache:str|Path|None=None, # checkpoint folder; default `cache_dir()/'checkpoints'`
+                 )->Path:
     "Where the checkpoint of a baseline lives (the name carries a hash of the config's values)."
     h = hashlib.sha256(repr(get_config(config)).encode()).hexdigest()[:8]
     return Path(cache or cache_dir()/"checkpoints")/f"{model}-{act}-{config}-{h}-seed{seed}.pt"
 
-def train_baseline(model:str, config:str="default", seed:int=0, act:str="relu", data:MNISTData|None=None,
-                   device:str|torch.device="cpu", progress:bool=True)->Baseline:
+def train_baseline(model:str,                     # a name in `MODELS`
+                   config:str="default",          # a name in `CONFIGS` (or a `TrainConfig`)
+                   seed:int=0,                    # seeds initialisation and batch order
+                   act:str="relu",                # hidden activation
+                   data:MNISTData|None=None,      # defaults to `load_mnist()`
+                   device:str|torch.device="cpu", # where to train
+                   progress:bool=True,            # show a progress bar
+                  )->Baseline:
     "Train a fresh `model` with `config` from seed `seed` (no caching)."
     cfg, data = get_config(config), data if data is not None else load_mnist()
     seed_everything(seed)
@@ -219,7 +237,7 @@ def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`
                  device:str|torch.device="cpu",   # where to train and where the model is returned
                  cache:str|Path|None=None,        # checkpoint folder; default `cache_dir()/'checkpoints'`
                  retrain:bool=False,              # ignore a cached checkpoint
-                 progress:bool=True,
+                 progress:bool=True,              # show a progress bar while training
                 )->Baseline:
     "A trained baseline from the checkpoint cache, training (and caching) it when missing or corrupt."
     if model not in MODELS: raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")

@@ -222,7 +222,7 @@ def report(runs_dir:str|Path,   # a folder of sweeps: net_deviation/, retraining
     out.mkdir(parents=True, exist_ok=True)
     dev, ret, han = (_load(runs, s) for s in ("net_deviation", "retraining", "han"))
     if dev is None and ret is None and han is None: raise ValueError(f"runs_dir: '{runs}' holds no finished net_deviation, retraining or han runs")
-    md, files = [f"# netdeviation reproduction\n\nFrom `{runs}`, written {time.strftime('%Y-%m-%d %H:%M')}.\n"], {}
+    md, files = [f"# netdeviation reproduction\n\nFrom `{os.path.relpath(runs, out)}` (relative to this folder), written {time.strftime('%Y-%m-%d %H:%M')}.\n"], {}
     def fig(f, name, title):
         f.savefig(out/f"{name}.png", dpi=120); files[name] = out/f"{name}.png"; md.append(f"## {title}\n\n![{name}]({name}.png)\n")
     def table(df, name, title, note=""):

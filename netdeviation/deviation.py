@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .models import Stage, stages
-from .pruning import METHODS, compute_masks, effective
+from .pruning import METHODS, _choice, compute_masks, effective  # `_choice`: the one check of a named option
 
 # %% auto #0
 __all__ = ['LIPSCHITZ', 'NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'lipschitz', 'slopes', 'lanczos_max', 'operator_norm',
@@ -133,10 +133,6 @@ def operator_norm(layer:nn.Module,          # an `nn.Linear` or `nn.Conv2d`
 
 # %% ../nbs/04_deviation.ipynb #84d68e1c
 NORMS, REDUCES, COMBINES, SIGNS = ("spectral", "frobenius"), ("max", "mean"), ("sum", "quadrature"), ("abs", "raw")
-
-def _choice(name:str, value, choices)->object:
-    if value not in choices: raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-    return value
 
 def _jacobian_norms(layer:nn.Module, shape:tuple, weight:torch.Tensor, d:torch.Tensor|None, norm:str,
                     tol:float=1e-6)->torch.Tensor:

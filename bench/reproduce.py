@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from netdeviation.cli import PLANS, _baselines_needed
+from netdeviation.cli import PLANS, baselines_needed
 from netdeviation.sweeps import run_sweep
 from netdeviation.training import baseline_path
 
@@ -43,7 +43,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(2)
     modes = ["quick"] + ([] if args.skip_full else ["full"])
-    warm = all(baseline_path(m, c, s).exists() for mode in modes for m, c, s in _baselines_needed(PLANS[mode]))
+    warm = all(baseline_path(m, c, s).exists() for mode in modes for m, c, s in baselines_needed(PLANS[mode]))
     out = {"cores": os.cpu_count(), "load_avg_before": [round(x, 2) for x in os.getloadavg()], "cache_warm": warm}
     time_sweep(1, {**SPEEDUP_GRID, "methods": [["random"]]})  # warm-up: imports, page cache, the baseline
     one, two = time_sweep(1), time_sweep(2)

@@ -17,11 +17,18 @@ We call `proc_nbs` rather than the `nbdev_proc_nbs` command because the command 
   get Quarto's lower-case ids (so nbdev's cross-links like `models.html#get_model` resolve), links to the hosted site
   and to `.ipynb` files become relative links between the built pages, and every page gets the navbar and sidebar of
   `_quarto.yml` plus an "On this page" table of contents.
+- Both: headings lose nbdev's trailing " -" (its `## Title -` convention) and a page's subtitle is its whole first
+  `>` blockquote (nbdev keeps only the first line); Quarto's `{#id}` on a heading is kept as the heading's id.
+- Formulas (static site): MathJax 3 from the npm package `mathjax` (installed on first use into `build/site-assets/`,
+  the single-file TeX-to-SVG component copied into `_docs/assets/mathjax/`), so pages render their formulas offline and
+  from `file://`; also in the parameter comments of `show_doc` signatures. Code and tables scroll instead of clipping.
+- Search (static site): Pagefind (the `pagefind` wheel, which ships its binary) indexes `_docs/` after the build. Its
+  search box needs the site served over HTTP (`python -m http.server --directory _docs`); from `file://` it says so.
 - README.md: nbconvert's `MarkdownExporter` on the processed `nbs/index.ipynb` (nbdev's title cell becomes `# title`
   and `> subtitle`; links and images relative to `nbs/` are re-rooted at the top level). `nbdev_readme` needs Quarto.
 """
 from __future__ import annotations
-import argparse, os, posixpath, re, shutil, subprocess, sys, time
+import argparse, json, os, posixpath, re, shutil, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +39,9 @@ from nbconvert import HTMLExporter, MarkdownExporter
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS, PROC, SITE_YML, README = ROOT/"nbs", ROOT/"_proc", ROOT/"_quarto.yml", ROOT/"README.md"
+ASSETS = ROOT/"build"/"site-assets"    # npm packages the static site copies from (gitignored, reinstalled when missing)
+MATHJAX_VERSION = "3.2.2"              # npm `mathjax`: the last MathJax 3 release
+MATHJAX_FILE = "tex-svg-full.js"       # one file: TeX input, every TeX extension, SVG output (no fonts to load)
 
 
 def load_site(path:Path=SITE_YML)->dict:
@@ -55,18 +65,32 @@ def process_notebooks(force:bool=False, n_workers:int=2)->Path:
 _FRONTMATTER = re.compile(r"^---\s*\n(.*?)\n---\s*$", re.S)
 _OPTION = re.compile(r"^#\|\s*([\w-]+)\s*:\s*(.*?)\s*$")
 _LINK_ATTRS = re.compile(r"(\]\([^)\s]*\))\{[^}\n]*\}")           # [source](url){target="_blank" ...}
-_HEADING_ATTRS = re.compile(r"^(#{1,6} .*?)\s*\{[#.][^}\n]*\}\s*$", re.M)  # ## Title {#id .class}
+_HEADING_ATTRS = re.compile(r"^(#{1,6} .*?)\s*\{([#.][^}\n]*)\}\s*$", re.M)  # ## Title {#id .class}
+_HEADING_DASH = re.compile(r"^(#{1,6} .*?\S)\s+-\s*$", re.M)        # nbdev's "## Title -"
+_BLOCKQUOTE = re.compile(r"^>[ \t]?(.*)$")
 _FENCED_DIV = re.compile(r"^:::+[ \t]*(.*?)[ \t]*$", re.M)         # ::: {.callout-note} ... :::
 _MD_LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)")                 # [text](path) and ![alt](path)
 _HTML_IMG = re.compile(r"(<img\b[^>]*\bsrc=[\"'])([^\"']+)")
+_MD_CODE_LINK = re.compile(r"\[`([^`\]]+)`\]\(([^)\s]+)\)")  # [`name`](url), as nbdev links a name in a docment
 
 
 WIDGET_NOTE = "*An interactive widget: run this notebook in JupyterLab to use it.*"
 
 
+def strip_heading_dashes(text:str)->str:
+    "Markdown with nbdev's trailing \" -\" removed from every heading (`## Title -` renders as `## Title`)."
+    return _HEADING_DASH.sub(r"\1", text)
+
+
+def _heading_attrs(m)->str:
+    "A heading's Quarto attributes as a marker span `_finish_page` turns into the heading's id (classes dropped)."
+    ids = re.findall(r"#([\w.:-]+)", m[2])
+    return m[1] + (f' <span class="heading-id" data-id="{ids[0]}"></span>' if ids else "")
+
+
 def quarto_md_to_md(text:str)->str:
-    "Plain CommonMark for the Quarto extensions nbdev writes: link/heading attributes dropped, fenced divs as <div>."
-    text = _LINK_ATTRS.sub(r"\1", _HEADING_ATTRS.sub(r"\1", text))
+    "Plain CommonMark for the Quarto extensions nbdev writes: link attributes dropped, heading ids kept, fenced divs as <div>."
+    text = _LINK_ATTRS.sub(r"\1", _HEADING_ATTRS.sub(_heading_attrs, strip_heading_dashes(text)))
     def div(m):
         if not m[1]: return "\n</div>\n"
         classes = re.findall(r"\.([\w-]+)", m[1]) or m[1].strip("{} ").split()
@@ -84,6 +108,36 @@ def cell_options(source:str)->tuple[dict, str]:
 
 
 def _md_text(v)->str: return "".join(v) if isinstance(v, list) else v
+
+
+def full_subtitle(src:Path)->str|None:
+    "The whole subtitle of a notebook: every line of the `>` blockquote after its `# title` (nbdev keeps only the first)."
+    for cell in nbformat.read(src, as_version=4).cells:
+        if cell.cell_type != "markdown" or not re.search(r"^#\s+\S", cell.source, re.M): continue
+        lines, quote = cell.source.splitlines(), []
+        start = next(i for i, l in enumerate(lines) if re.match(r"^#\s+\S", l)) + 1
+        for line in lines[start:]:
+            if m := _BLOCKQUOTE.match(line): quote.append(m[1].strip())
+            elif quote or line.strip(): break
+        return " ".join(q for q in quote if q) or None
+    return None
+
+
+def tidy_notebook(nb:nbformat.NotebookNode, src:Path)->bool:
+    "Headings without nbdev's trailing \" -\" and the whole subtitle in the front matter, in place; True if it changed."
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and (new := strip_heading_dashes(cell.source)) != cell.source:
+            cell.source, changed = new, True
+    desc = full_subtitle(src)
+    for cell in nb.cells[:1]:
+        if desc and cell.cell_type == "raw" and (m := _FRONTMATTER.match(cell.source.strip())):
+            fm = yaml.safe_load(m[1]) or {}
+            if fm.get("description") != desc:
+                fm["description"] = desc
+                cell.source = "---\n" + yaml.safe_dump(fm, allow_unicode=True, sort_keys=False, width=10**6) + "---\n"
+                changed = True
+    return changed
 
 
 def plain_notebook(nb:nbformat.NotebookNode)->tuple[nbformat.NotebookNode, dict]:
@@ -170,11 +224,22 @@ def _links_html(items:list, page_out:str)->str:
     return "".join(html)
 
 
+def _root(page_out:str)->str:
+    "The site root as seen from the page at `page_out` (`.` or `..`, ...)."
+    return posixpath.relpath(".", posixpath.dirname(page_out) or ".")
+
+
+SEARCH_BOX = """<div class="site-search" id="site-search" data-pagefind-ignore>
+<input class="search-offline" type="search" placeholder="Search" aria-label="Search" hidden>
+<div class="search-note" hidden>Search runs when the site is served over HTTP, e.g.
+<code>python -m http.server --directory _docs 8000</code> and then <code>http://localhost:8000</code>.</div></div>"""
+
+
 def nav_html(site:dict, navbar:list, sidebar:list, page_out:str)->dict:
-    "The navbar and sidebar HTML of one page."
+    "The navbar (with the search box) and sidebar HTML of one page."
     w, home = site["website"], _rel("index.html", page_out)
     bar = (f'<header class="site-navbar"><a class="brand" href="{home}">{w["title"]}</a>'
-           f'<ul class="nav-left">{_links_html(navbar, page_out)}</ul>'
+           f'<ul class="nav-left">{_links_html(navbar, page_out)}</ul>{SEARCH_BOX}'
            f'<a class="repo" href="{w["repo-url"]}">GitHub</a></header>')
     side = f'<nav class="site-sidebar" aria-label="sidebar"><ul>{_links_html(sidebar, page_out)}</ul></nav>'
     return {"navbar": bar, "sidebar": side}
@@ -188,9 +253,21 @@ body.site { margin: 0; padding: 0; font-family: system-ui, -apple-system, "Segoe
   background: #2780e3; padding: .55rem 1.2rem; }
 .site-navbar a { color: #fff; text-decoration: none; } .site-navbar a:hover { text-decoration: underline; }
 .site-navbar .brand { font-size: 1.25rem; font-weight: 600; margin-right: 1rem; }
-.site-navbar ul { display: flex; gap: 1.1rem; list-style: none; margin: 0; padding: 0; }
+.site-navbar ul { display: flex; flex-wrap: wrap; gap: .3rem 1.1rem; list-style: none; margin: 0; padding: 0; }
 .site-navbar a.active { font-weight: 700; border-bottom: 2px solid #fff; }
-.site-navbar .repo { margin-left: auto; }
+.site-navbar .repo { margin-left: 0; }
+.site-search { margin-left: auto; position: relative; width: 17rem; --pagefind-ui-scale: .75;
+  --pagefind-ui-border-width: 1px; --pagefind-ui-border-radius: 4px; --pagefind-ui-font: inherit; }
+.site-search .pagefind-ui__form { margin: 0; }
+.site-search .pagefind-ui__drawer { position: absolute; right: 0; width: min(38rem, 90vw); max-height: 75vh;
+  overflow-y: auto; background: #fff; border: 1px solid #ccc; border-radius: 4px; padding: 0 1rem;
+  box-shadow: 0 6px 18px rgba(0,0,0,.18); }
+.site-search .pagefind-ui__drawer:empty, .site-search .pagefind-ui__drawer:not(:has(*)) { display: none; }
+.site-search .search-offline { width: 100%; box-sizing: border-box; padding: .3rem .5rem; border: 1px solid #ccc;
+  border-radius: 4px; font: inherit; }
+.site-search .search-note { position: absolute; right: 0; width: 24rem; background: #fff; color: #222;
+  border: 1px solid #ccc; border-radius: 4px; padding: .6rem .8rem; font-size: .85rem; margin-top: .3rem;
+  box-shadow: 0 6px 18px rgba(0,0,0,.18); }
 .site-layout { display: flex; align-items: flex-start; }
 .site-sidebar, .site-toc { position: sticky; top: 3.2rem; max-height: calc(100vh - 4rem); overflow-y: auto;
   padding: 1.2rem 1rem; font-size: .9rem; }
@@ -204,28 +281,75 @@ body.site { margin: 0; padding: 0; font-family: system-ui, -apple-system, "Segoe
 .site-toc { flex: 0 0 13rem; } .site-toc h2 { font-size: .95rem; margin: 0 0 .5rem; }
 .site-toc li { margin: .2rem 0; } .site-toc li.toc-h3 { padding-left: .8rem; }
 .site-main img { max-width: 100%; height: auto; }
+.site-main a code { color: #2780e3; }
 .site-main blockquote { border-left: 4px solid #2780e3; margin: .5rem 0 1rem; padding: .2rem 1rem; color: #555; }
 .site-main table { border-collapse: collapse; } .site-main th, .site-main td { padding: .2rem .6rem; }
 .site-main .jp-RenderedMarkdown pre { background: #f5f5f5; padding: .5rem .8rem; margin: .4rem 0 .9rem; border-radius: 4px; }
 .callout { border-left: 4px solid #2780e3; background: #f3f8fe; padding: .4rem 1rem; margin: 1rem 0; }
+/* never clip: code scrolls sideways, tables scroll in their own box, wide formulas too */
+.site-main .jp-Cell, .site-main .jp-InputArea, .site-main .jp-InputArea-editor, .site-main .jp-OutputArea,
+.site-main .jp-OutputArea-child, .site-main .jp-OutputArea-output { min-width: 0; max-width: 100%; }
+.site-main .jp-InputArea, .site-main .jp-InputArea-editor, .site-main .cm-editor { overflow: visible; }
+.site-main pre { overflow-x: auto; max-width: 100%; box-sizing: border-box; }
+.site-main .jp-RenderedMarkdown pre { white-space: pre; }   /* code keeps its lines; it scrolls */
+.site-main .jp-OutputArea-output { overflow-x: auto; }
+.site-main .table-wrap { overflow-x: auto; max-width: 100%; margin: .4rem 0 .9rem; }
+.site-main .table-wrap > table { margin: 0; }
+.site-main mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; max-width: 100%; padding: .2rem 0; }
 @media (max-width: 1100px) { .site-toc { display: none; } }
 @media (max-width: 760px) { .site-layout { display: block; } .site-sidebar { position: static; max-height: none; } }
 """
 
+# MathJax 3 options: TeX between $...$, \(...\), $$...$$ and \[...\], AMS numbering for \tag; `math-in-code` marks the
+# code blocks (show_doc signatures) whose comments hold TeX, which MathJax would otherwise skip like every <pre>.
+MATHJAX_CONFIG = r"""window.MathJax = {
+  tex: {inlineMath: [['$', '$'], ['\\(', '\\)']], displayMath: [['$$', '$$'], ['\\[', '\\]']],
+        processEscapes: true, processEnvironments: true, tags: 'ams'},
+  options: {processHtmlClass: 'math-in-code'},
+  svg: {fontCache: 'global'}
+};"""
+
+SEARCH_JS = """(function () {
+  var box = document.getElementById('site-search');
+  if (!box) return;
+  if (location.protocol === 'file:' || typeof PagefindUI === 'undefined') {
+    var input = box.querySelector('.search-offline'), note = box.querySelector('.search-note');
+    input.hidden = false;   // from file:// browsers refuse the search's modules: say how to serve the site instead
+    input.addEventListener('focus', function () { note.hidden = false; });
+    input.addEventListener('blur', function () { note.hidden = true; });
+    return;
+  }
+  box.innerHTML = '';
+  new PagefindUI({element: '#site-search', showSubResults: true, showImages: false, resetStyles: false,
+                  baseUrl: new URL(box.dataset.root + '/', location.href).pathname});
+})();"""
+
 TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-{% block extra_css %}<style>{{ resources.site.css }}</style>{% endblock extra_css %}
+{%- block html_head_js_mathjax -%}
+{%- if resources.site.mathjax -%}
+<script>{{ resources.site.mathjax_config }}</script>
+<script defer src="{{ resources.site.mathjax }}"></script>
+{%- endif -%}
+{%- endblock html_head_js_mathjax -%}
+{% block extra_css %}<style>{{ resources.site.css }}</style>
+{%- if resources.site.pagefind %}<link rel="stylesheet" href="{{ resources.site.pagefind }}/pagefind-ui.css">{% endif -%}
+{% endblock extra_css %}
 {%- block body_header -%}
 <body class="jp-Notebook site" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
 {{ resources.site.navbar }}
 <div class="site-layout">
 {{ resources.site.sidebar }}
-<main class="site-main">
+<main class="site-main" data-pagefind-body>
 {%- endblock body_header -%}
 {% block body_footer %}
 </main>
 <nav class="site-toc" aria-label="on this page"></nav>
 </div>
+{%- if resources.site.pagefind %}
+<script src="{{ resources.site.pagefind }}/pagefind-ui.js"></script>
+{%- endif %}
+<script>{{ resources.site.search_js }}</script>
 </body>
 {% endblock body_footer %}
 """
@@ -237,34 +361,100 @@ def quarto_id(text:str)->str:
     return re.sub(r"\s+", "-", text).lstrip("0123456789.-") or "section"
 
 
-def _finish_page(html:str, page:Page, pages_by_src:dict, site_url:str)->str:
-    "Quarto-style heading ids, relative links between pages, and the table of contents."
+def _finish_page(html:str, page:Page, pages_by_src:dict, site_url:str)->BeautifulSoup:
+    "Heading ids (Quarto's, or a `{#id}` given), relative links between pages, scrolling tables, math in show_doc signatures, the TOC."
     soup = BeautifulSoup(html, "html.parser")
     main, toc = soup.find("main"), []
     for h in main.find_all(["h1", "h2", "h3", "h4", "h5"]):
-        new = quarto_id(h.get_text())
+        given = h.find("span", class_="heading-id")
+        new = given["data-id"] if given else quarto_id(h.get_text())
+        if given: given.decompose()
         for a in h.find_all("a", class_="anchor-link"): a["href"] = f"#{new}"
         h["id"] = new
         if h.name in ("h2", "h3"): toc.append((h.name, new, h.get_text().replace("¶", "").strip()))
+    for span in main.select(".jp-RenderedMarkdown pre span.c1"):  # nbdev's doc links inside signature comments
+        text = span.get_text()
+        if not _MD_CODE_LINK.search(text): continue
+        span.clear()
+        for i, part in enumerate(_MD_CODE_LINK.split(text)):
+            if i % 3 == 0: span.append(part)
+            elif i % 3 == 1: name = part
+            else:
+                a = soup.new_tag("a", href=part)
+                a.append(soup.new_tag("code")); a.code.string = name
+                span.append(a)
     for a in main.find_all("a", href=True):
         href = a["href"]
         if href.startswith(site_url + "/"): a["href"] = _rel(href[len(site_url)+1:], page.out)
         elif not re.match(r"^[a-z]+:|^#", href) and (src := href.split("#")[0]).endswith(".ipynb"):
             target = pages_by_src.get(posixpath.normpath(posixpath.join(posixpath.dirname(page.src), src)))
             if target: a["href"] = _rel(target.out + href[len(src):], page.out)
+    for table in main.find_all("table"):  # tables scroll in their own box instead of spilling out of the page
+        if not (table.parent and "table-wrap" in (table.parent.get("class") or [])):
+            table.wrap(soup.new_tag("div", attrs={"class": "table-wrap"}))
+    for pre in main.select(".jp-RenderedMarkdown pre"):  # show_doc signatures: TeX in the parameter comments
+        if any("$" in c.get_text() for c in pre.select("span.c1")): pre["class"] = [*pre.get("class", []), "math-in-code"]
+    for el in main.select(".jp-CodeCell .jp-InputArea, a.anchor-link"): el["data-pagefind-ignore"] = ""  # search prose, not code
+    box = soup.find(id="site-search")
+    if box: box["data-root"] = _root(page.out)
     nav = soup.find("nav", class_="site-toc")
     if toc:
         items = "".join(f'<li class="toc-{lvl}"><a href="#{i}">{t}</a></li>' for lvl, i, t in toc)
         nav.append(BeautifulSoup(f"<h2>On this page</h2><ul>{items}</ul>", "html.parser"))
-    return str(soup)
+    return soup
+
+
+def fix_api_links(soups:dict[str, BeautifulSoup]):
+    "nbdev's links from an API name to an anchor no page has (a class's attribute, a private helper): to the class, else unlinked."
+    ids = {out: {t["id"] for t in soup.find_all(id=True)} for out, soup in soups.items()}
+    for out, soup in soups.items():
+        for a in soup.find("main").find_all("a", href=True):
+            path, _, frag = a["href"].partition("#")
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(out), path)) if path else out
+            if not frag or target not in ids or frag in ids[target] or not (a.code and len(a.contents) == 1): continue
+            if (owner := frag.split(".")[0]) in ids[target]: a["href"] = f"{path}#{owner}"
+            else: a.unwrap()
+
+
+def install_mathjax()->Path|None:
+    "MathJax's single-file component, from the npm package `mathjax` installed into `build/site-assets/` on first use (None without npm)."
+    pkg = ASSETS/"node_modules"/"mathjax"
+    if not (pkg/"es5"/MATHJAX_FILE).exists() or json.loads((pkg/"package.json").read_text()).get("version") != MATHJAX_VERSION:
+        npm = shutil.which("npm")
+        if npm is None:
+            print("npm not found: formulas stay as TeX source (install Node.js with npm to render them)")
+            return None
+        ASSETS.mkdir(parents=True, exist_ok=True)
+        print(f"installing MathJax {MATHJAX_VERSION} (npm package mathjax) into {ASSETS.relative_to(ROOT)}/")
+        r = subprocess.run([npm, "install", "--prefix", str(ASSETS), "--no-audit", "--no-fund", "--no-package-lock",
+                            "--loglevel=error", f"mathjax@{MATHJAX_VERSION}"], stdout=subprocess.DEVNULL)
+        if r.returncode or not (pkg/"es5"/MATHJAX_FILE).exists():
+            print(f"npm could not install mathjax@{MATHJAX_VERSION}: formulas stay as TeX source (see npm's message above)")
+            return None
+    return pkg
+
+
+def build_search(out:Path)->bool:
+    "The Pagefind index of the built site in `out/pagefind/` (False, with one line, where the `pagefind` wheel is missing)."
+    import importlib.util
+    if importlib.util.find_spec("pagefind") is None:
+        print("pagefind not installed: the site has no search (pip install 'pagefind[bin]')")
+        return False
+    subprocess.run([sys.executable, "-m", "pagefind", "--site", str(out), "--force-language", "en", "--silent"], check=True)
+    return (out/"pagefind"/"pagefind-ui.js").exists()
 
 
 def render_static(out:Path, force:bool=False):
     "The static HTML site: every processed notebook through nbconvert, with the navigation of `_quarto.yml`."
     site, proc = load_site(), process_notebooks(force)
     nbs = {src: nbformat.read(proc/src, as_version=4) for src in _sources(site)}
+    for src, nb in nbs.items(): tidy_notebook(nb, NBS/src)
     plain = {src: plain_notebook(nb) for src, nb in nbs.items()}
     pages = {src: Page(src, _output_file(src, fm), str(fm.get("title", Path(src).stem))) for src, (_, fm) in plain.items()}
+    outs = {}
+    for p in pages.values():
+        if p.out in outs: raise ValueError(f"nbs/{outs[p.out]} and nbs/{p.src} both render to {p.out}: rename one (or its default_exp)")
+        outs[p.out] = p.src
     missing = []
     navbar = _nav_items(site["website"]["navbar"].get("left"), pages, missing)
     sidebar = _nav_items(site["website"]["sidebar"].get("contents"), pages, missing)
@@ -277,19 +467,33 @@ def render_static(out:Path, force:bool=False):
         if p.is_file() and p.suffix != ".ipynb" and not any(part[0] in "_." for part in rel.parts):
             (out/rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, out/rel)
+    if mathjax := install_mathjax():
+        (out/"assets"/"mathjax").mkdir(parents=True, exist_ok=True)
+        for f in (f"es5/{MATHJAX_FILE}", "LICENSE"): shutil.copy2(mathjax/f, out/"assets"/"mathjax"/Path(f).name)
+    soups = {}
     for src, (nb, fm) in plain.items():
         page = pages[src]
-        nb.metadata["title"] = f"{page.title} – {site['website']['title']}"
-        resources = {"site": {"css": CSS, **nav_html(site, navbar, sidebar, page.out)}}
+        root = _root(page.out)
+        name = site["website"]["title"]
+        nb.metadata["title"] = page.title if page.title == name else f"{page.title} – {name}"
+        resources = {"site": {"css": CSS, **nav_html(site, navbar, sidebar, page.out), "search_js": SEARCH_JS,
+                              "mathjax": mathjax and f"{root}/assets/mathjax/{MATHJAX_FILE}",
+                              "mathjax_config": MATHJAX_CONFIG, "pagefind": f"{root}/pagefind"}}
         html, _ = exporter.from_notebook_node(nb, resources=resources)
-        dst = out/page.out
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(_finish_page(html, page, pages, site["website"]["site-url"].rstrip("/")))
+        soups[page.out] = _finish_page(html, page, pages, site["website"]["site-url"].rstrip("/"))
+    fix_api_links(soups)
+    for name, soup in soups.items():
+        (out/name).parent.mkdir(parents=True, exist_ok=True)
+        (out/name).write_text(str(soup))
+    build_search(out)
 
 
 def render_quarto(out:Path, force:bool=False):
     "The Quarto site, as `nbdev_docs` renders it, from the processed notebooks and a build-time copy of `_quarto.yml`."
     proc = process_notebooks(force)
+    for src in _sources(load_site()):
+        nb = nbformat.read(proc/src, as_version=4)
+        if tidy_notebook(nb, NBS/src): nbformat.write(nb, proc/src)
     shutil.copy2(SITE_YML, proc/"_quarto.yml")
     subprocess.run(["quarto", "render", "--no-cache"], cwd=proc, check=True)
     shutil.rmtree(out, ignore_errors=True)
@@ -314,6 +518,24 @@ def _reroot(m)->str:
     return m[1] + (path if re.match(r"^[a-z]+:|^[/#]", path) else posixpath.normpath(posixpath.join("nbs", path)))
 
 
+def _site_pages_by_out()->dict[str, str]:
+    "Site page (relative to the site root) -> its notebook (relative to nbs/), for every notebook the site renders."
+    res = {}
+    for src in _sources(load_site()):
+        code = "\n".join(c.source for c in nbformat.read(NBS/src, as_version=4).cells if c.cell_type == "code")
+        m = re.search(r"^#\|\s*default_exp\s+(\S+)", code, re.M)
+        res[_output_file(src, {"output-file": f"{m[1]}.html"} if m else {})] = src
+    return res
+
+
+def _unhost(text:str, site_url:str, pages:dict)->str:
+    "Links to pages of the (not necessarily hosted) docs site, as nbdev writes for API names, as links to their notebooks."
+    def sub(m):
+        page, _, frag = m[2].partition("#")
+        return m[1] + (posixpath.join("nbs", pages[page]) + (f"#{frag}" if frag else "") if page in pages else m[0][len(m[1]):])
+    return re.sub(rf"(\]\(){re.escape(site_url)}/([^)\s]+)", sub, text)
+
+
 def readme_markdown(index:Path=NBS/"index.ipynb")->str:
     "README.md text: nbdev's docs processing of `index`, then nbconvert's markdown exporter."
     from execnb.nbio import read_nb, nb2str
@@ -329,7 +551,7 @@ def readme_markdown(index:Path=NBS/"index.ipynb")->str:
     for cell in nb.cells:
         if cell.cell_type == "markdown": cell.source = _HTML_IMG.sub(_reroot, _MD_LINK.sub(_reroot, cell.source))
     body, _ = MarkdownExporter(exclude_raw=True).from_notebook_node(nb)
-    body = re.sub(r"[ \t]+\n", "\n", body)
+    body = _unhost(re.sub(r"[ \t]+\n", "\n", body), load_site()["website"]["site-url"].rstrip("/"), _site_pages_by_out())
     return re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
 
 

@@ -16,25 +16,32 @@ from torch.func import functional_call, grad_and_value
 from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
-from .data import MNISTData
+from .data import MNISTData, check_choice, check_device, check_float, check_images, check_int, check_labels
 from .models import prunable_layers
 from .pruning import CONNECTION_METHODS, METHODS, effective, get_masks
 from .training import Baseline, TrainConfig, get_config
 
 # %% auto #0
-__all__ = ['ORIENTATIONS', 'BOUNDS', 'GAMMA_FREE', 'MU_METHODS', 'weights', 'sq_norm', 'loss_and_grad', 'mu_secant', 'mu_pl',
-           'theorem1', 'hessian_norm', 'RetrainingBounds', 'gamma_free_bounds', 'retraining_bounds', 'fit_gamma',
-           'GammaCalibration', 'calibrate_gamma']
+__all__ = ['ORIENTATIONS', 'BOUNDS', 'STATUS_KINDS', 'GAMMA_FREE', 'MU_METHODS', 'weights', 'sq_norm', 'loss_and_grad',
+           'mu_secant', 'mu_pl', 'theorem1', 'hessian_norm', 'RetrainingBounds', 'gamma_free_bounds', 'check_pruned',
+           'retraining_bounds', 'fit_gamma', 'GammaCalibration', 'calibrate_gamma']
 
 # %% ../nbs/05_bounds.ipynb #2d352a87
 def _entries(model:nn.Module, include_bias:bool)->list[tuple[str, nn.Module, str]]:
     return [(f"{n}.{p}", layer, p) for n, layer in prunable_layers(model)
             for p in (("weight", "bias") if include_bias else ("weight",)) if getattr(layer, p) is not None]
 
+def _check_model(model, name:str="model")->nn.Module:
+    if not isinstance(model, nn.Module): raise TypeError(f"{name}: expected an nn.Module (e.g. from get_model), got {type(model).__name__}")
+    return model
+
+def _check_bool(value, name:str)->bool: return check_choice(value, name, (True, False))
+
 def weights(model:nn.Module,          # a network from `get_model`, pruned or not
             include_bias:bool=False,  # also return the biases
            )->dict[str, torch.Tensor]:  # 'layer.weight' -> effective (masked) tensor, detached
     "The effective weights $W$ of `model`'s prunable layers (masked where pruned)."
+    _check_model(model); _check_bool(include_bias, "include_bias")
     return {k: effective(l, p) for k, l, p in _entries(model, include_bias)}
 
 def _masks(model:nn.Module, include_bias:bool=False)->dict[str, torch.Tensor]:
@@ -44,6 +51,7 @@ def _masks(model:nn.Module, include_bias:bool=False)->dict[str, torch.Tensor]:
 def sq_norm(tensors:dict[str, torch.Tensor], # per-layer tensors
            )->float:
     "$\\sum_l \\|T^{(l)}\\|_F^2$ over a dict of tensors."
+    if not isinstance(tensors, dict): raise TypeError(f"tensors: expected a dict of name -> torch.Tensor (e.g. from `weights`), got {type(tensors).__name__}")
     return sum(t.double().pow(2).sum().item() for t in tensors.values())  # eq. 3.6
 
 def _sub(a:dict, b:dict)->dict:
@@ -73,6 +81,12 @@ def _refresh(model:nn.Module):
         for h in m._forward_pre_hooks.values():
             if isinstance(h, torch_prune.BasePruningMethod): h(m, None)
 
+def _check_inputs(model, x, y, batch_size, include_bias, device)->torch.device:
+    "Check the arguments `loss_and_grad` and `hessian_norm` share; the device as a `torch.device`."
+    _check_model(model); check_images(x, "x"); check_labels(y, n=len(x), name="y")
+    check_int(batch_size, "batch_size", 1); _check_bool(include_bias, "include_bias")
+    return check_device(device)
+
 def loss_and_grad(model:nn.Module,              # network at the point W (pruned or not)
                   x:torch.Tensor,               # the pruning images
                   y:torch.Tensor,               # their labels
@@ -81,6 +95,7 @@ def loss_and_grad(model:nn.Module,              # network at the point W (pruned
                   device:str|torch.device="cpu", # where to compute
                  )->tuple[float, dict]:         # mean cross-entropy L(W), and ∇_W L per layer
     "Mean cross-entropy on `(x, y)` and its gradient with respect to the effective weights, in batches."
+    device = _check_inputs(model, x, y, batch_size, include_bias, device)
     w, f, _ = _functional(model, include_bias, device)
     loss, grads = 0.0, {k: torch.zeros_like(v) for k, v in w.items()}
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
@@ -91,12 +106,20 @@ def loss_and_grad(model:nn.Module,              # network at the point W (pruned
     return loss/len(x), {k: v/len(x) for k, v in grads.items()}
 
 # %% ../nbs/05_bounds.ipynb #6bee0134
+def _check_pair(a, b, names:str):
+    if not (isinstance(a, dict) and isinstance(b, dict)) or a.keys() != b.keys():
+        raise ValueError(f"{names}: expected two dicts of tensors with the same layer names (e.g. from `weights` or "
+                         f"`loss_and_grad` of the same architecture), got {_keys(a)} and {_keys(b)}")
+
+def _keys(d)->str: return sorted(d) if isinstance(d, dict) else type(d).__name__
+
 def mu_secant(grad:dict,      # ∇L at W
               grad_star:dict, # ∇L at W*
               w:dict,         # W
               w_star:dict,    # W*
              )->float:
     "Secant estimate of μ, eqs. 3.2-3.3: ‖∇L(W) − ∇L(W*)‖ / ‖W − W*‖."
+    _check_pair(grad, grad_star, "grad, grad_star"); _check_pair(w, w_star, "w, w_star")
     d = sq_norm(_sub(w, w_star))
     return math.sqrt(sq_norm(_sub(grad, grad_star))/d) if d > 0 else math.inf  # eq. 3.2 / 3.3
 
@@ -105,6 +128,7 @@ def mu_pl(grad_sq:float,   # ‖∇L(W)‖² (eq. 3.6)
           loss_star:float, # L(W*)
          )->float:
     "PL-ratio estimate of μ as printed, eqs. 3.4-3.5: ‖∇L(W)‖² / |L(W) − L(W*)|."
+    check_float(grad_sq, "grad_sq", 0); check_float(loss, "loss"); check_float(loss_star, "loss_star")
     gap = abs(loss - loss_star)
     return grad_sq/gap if gap > 0 else math.inf  # eq. 3.4 / 3.5
 
@@ -154,6 +178,9 @@ def hessian_norm(model:nn.Module,               # network at the point W
                  progress:bool=False,            # show a progress bar over the iterations
                 )->float:                        # β estimate (an under-estimate until converged)
     "β: the spectral norm of the Hessian of the mean loss on `(x, y)`, by power iteration."
+    device = _check_inputs(model, x, y, batch_size, include_bias, device)
+    check_int(iters, "iters", 1); check_float(tol, "tol", 0, low_open=True); check_int(seed, "seed", 0)
+    _check_bool(masked, "masked"); _check_bool(progress, "progress")
     w, f, masks = _functional(model, include_bias, device)
     P = masks if masked else {k: torch.ones_like(t) for k, t in w.items()}
     g = torch.Generator().manual_seed(seed)
@@ -179,6 +206,26 @@ BOUNDS = {  # name: (kind, formula, largest ηβ for which it is a theorem; None
     "strong_convexity_lower": ("lower", "log(μ‖W_s − W*‖²/(2ε))/(2 log(1/(1−ηβ)))", 1.0),
     "relative_lower": ("lower", "(μ/2β)(log(Δ_s/ε)/log(Δ_i/ε))t_initial", 0.5),
 }
+STATUS_KINDS = ("ok", "estimate", "inapplicable", "undefined")  # what a status string starts with
+
+def _num(x:float, limit:float)->str:
+    "`x` to 3 significant digits, more where needed to show on which side of `limit` it lies."
+    for d in range(3, 18):
+        s = f"{x:.{d}g}"
+        if (float(s) > limit) == (x > limit) and (float(s) == limit) == (x == limit): return s
+    return repr(x)
+
+def _step_holds(name:str, eta_beta:float)->bool:
+    "Whether bound `name`'s step-size condition holds at ηβ: ≤ for the upper bounds, < for the lower (a logarithm's domain)."
+    k = 1/BOUNDS[name][2]
+    return k*eta_beta < 1 if BOUNDS[name][0].startswith("lower") else k*eta_beta <= 1
+
+def _step_status(name:str, eta_beta:float)->str:
+    "'ok' (or 'estimate' for the approximation) when bound `name`'s step-size condition holds, else 'inapplicable: ...'."
+    if _step_holds(name, eta_beta): return "estimate" if BOUNDS[name][0] == "lower (approx.)" else "ok"
+    k, op = round(1/BOUNDS[name][2]), "<" if BOUNDS[name][0].startswith("lower") else "≤"
+    lhs = "ηβ" if k == 1 else f"{k}ηβ"
+    return f"inapplicable: needs {lhs} {op} 1, got {lhs} = {_num(k*eta_beta, 1)}"
 
 @dataclass
 class RetrainingBounds:
@@ -186,6 +233,7 @@ class RetrainingBounds:
     iterations:dict        # bound name -> iterations (NaN where undefined)
     iters_per_epoch:float  # N_train / batch size
     quantities:dict        # ε, η, μ, β, Δ_s, ... that went in
+    status:dict            # bound name -> 'ok', 'estimate', 'inapplicable: <condition>' or 'undefined: <why>'
 
     @property
     def epochs(self)->dict:
@@ -193,10 +241,11 @@ class RetrainingBounds:
         return {k: v/self.iters_per_epoch for k, v in self.iterations.items()}
 
     def to_dataframe(self)->pd.DataFrame:
-        "One row per bound: kind, iterations, epochs, formula and whether η meets its step-size condition."
+        "One row per bound: kind, iterations, epochs, status, whether η meets its step-size condition, and formula."
         eb = self.quantities.get("eta", math.nan)*self.quantities.get("beta", math.nan)
         return pd.DataFrame([{"bound": k, "kind": BOUNDS[k][0], "iterations": v, "epochs": self.epochs[k],
-                              "step_ok": None if BOUNDS[k][2] is None or math.isnan(eb) else bool(eb <= BOUNDS[k][2]),
+                              "status": self.status[k],
+                              "step_ok": None if BOUNDS[k][2] is None or math.isnan(eb) else _step_holds(k, eb),
                               "formula": BOUNDS[k][1]} for k, v in self.iterations.items()]).set_index("bound")
 
     def __repr__(self):
@@ -208,40 +257,69 @@ class RetrainingBounds:
 # %% ../nbs/05_bounds.ipynb #34f9e535
 GAMMA_FREE = ("convex_upper", "pl_upper", "smooth_lower", "smooth_lower_approx", "strong_convexity_lower", "relative_lower")
 
+def _optional(value, name:str, low:float|None=None, low_open:bool=False)->float|None:
+    return None if value is None else check_float(value, name, low, low_open=low_open)
+
+def _relative_status(eps:float, eta_beta:float, delta_i:float|None, t_initial:float|None)->str:
+    if delta_i is None or t_initial is None: return "undefined: needs delta_i (Δ_i) and t_initial"
+    if delta_i <= eps: return f"undefined: needs Δ_i > ε, got Δ_i = {_num(delta_i, eps)} ≤ ε = {eps:g}"
+    return _step_status("relative_lower", eta_beta)
+
 def gamma_free_bounds(delta_s:float,            # Δ_s = L(W_sparse) − L*, the loss gap to recover
                       eps:float,                # ε > 0: target gap
                       eta:float,                # η > 0: step size (learning rate)
-                      mu:float,                 # μ: PL / strong-convexity constant
-                      beta:float,               # β: smoothness constant (Hessian norm)
-                      dist_sq:float,            # ‖W_sparse − W*‖²
+                      mu:float,                 # μ > 0: PL / strong-convexity constant
+                      beta:float,               # β > 0: smoothness constant (Hessian norm)
+                      dist_sq:float,            # ‖W_sparse − W*‖² ≥ 0
                       delta_i:float|None=None,  # Δ_i = L(W_initial) − L*, for `relative_lower`
                       t_initial:float|None=None,   # epochs of the original training, for `relative_lower`
                       iters_per_epoch:float=1.0,   # N_train / batch size
                      )->RetrainingBounds:
-    "The γ-free bounds of PAPER.md §2.5 on the iterations gradient descent needs to bring Δ_s below ε."
-    _positive(eps=eps, eta=eta, iters_per_epoch=iters_per_epoch)
+    "The γ-free bounds of PAPER.md §2.5 on the iterations gradient descent needs to bring Δ_s below ε, each with its status."
+    check_float(delta_s, "delta_s"); _positive(eps=eps, eta=eta, iters_per_epoch=iters_per_epoch)
+    delta_i, t_initial = _optional(delta_i, "delta_i"), _optional(t_initial, "t_initial", 0, low_open=True)
     q = dict(eps=eps, eta=eta, mu=mu, beta=beta, delta_s=delta_s, dist_sq=dist_sq, delta_i=delta_i, t_initial=t_initial)
-    if delta_s <= eps: return RetrainingBounds(dict.fromkeys(GAMMA_FREE, 0.0), iters_per_epoch, q)
-    _positive(mu=mu, beta=beta)
+    if delta_s <= eps:
+        done = f"ok: Δ_s = {_num(delta_s, eps)} ≤ ε = {eps:g}, nothing to recover"
+        return RetrainingBounds(dict.fromkeys(GAMMA_FREE, 0.0), iters_per_epoch, q, dict.fromkeys(GAMMA_FREE, done))
+    mu, beta = check_float(mu, "mu", 0, low_open=True), check_float(beta, "beta", 0, low_open=True)
+    dist_sq = check_float(dist_sq, "dist_sq", 0)
     r, eb = math.log(delta_s/eps), eta*beta
-    relative = (math.nan if delta_i is None or t_initial is None or delta_i <= eps
-                else mu/(2*beta) * r/math.log(delta_i/eps) * t_initial*iters_per_epoch)
+    status = {k: _step_status(k, eb) for k in GAMMA_FREE[:-1]} | {"relative_lower": _relative_status(eps, eb, delta_i, t_initial)}
+    relative = (mu/(2*beta) * r/math.log(delta_i/eps) * t_initial*iters_per_epoch
+                if not status["relative_lower"].startswith("undefined") else math.nan)
     it = {"convex_upper": math.ceil(dist_sq/(2*eta*eps)),
           "pl_upper": math.ceil(r/(eta*mu)),
           "smooth_lower": r/-math.log1p(-2*eb) if 2*eb < 1 else math.nan,
           "smooth_lower_approx": r/(2*eb),
           "strong_convexity_lower": (math.log(max(mu*dist_sq/(2*eps), 1.0))/(-2*math.log1p(-eb)) if eb < 1 else math.nan),
           "relative_lower": relative}
-    return RetrainingBounds({k: float(v) for k, v in it.items()}, iters_per_epoch, q)
+    return RetrainingBounds({k: float(v) for k, v in it.items()}, iters_per_epoch, q, status)
 
 # %% ../nbs/05_bounds.ipynb #b16da2a2
 MU_METHODS = ("auto", "secant", "pl")
 
-def _check_pruned(model:nn.Module, name:str="pruned"):
-    if not isinstance(model, nn.Module): raise TypeError(f"{name}: expected an nn.Module, got {type(model).__name__}")
+def _shapes(model:nn.Module)->dict: return {n: tuple(layer.weight.shape) for n, layer in prunable_layers(model)}
+
+def _layout(model:nn.Module)->str:
+    return f"{getattr(model, 'name', type(model).__name__)} [" + ", ".join(f"{n} {s}" for n, s in _shapes(model).items()) + "]"
+
+def check_pruned(model:nn.Module,                # the pruned network
+                 name:str="pruned",              # its parameter's name, for the error message
+                 reference:nn.Module|None=None,  # the network it should have been pruned from, if known
+                 reference_name:str="baseline",  # that parameter's name
+                )->nn.Module:                    # `model`
+    "`model` when it carries `torch.nn.utils.prune` masks and `reference`'s layers and shapes; a clear error otherwise."
+    _check_model(model, name)
     if not torch_prune.is_pruned(model):
         raise ValueError(f"{name}: the model is not pruned (it has no torch.nn.utils.prune masks); "
                          "prune it first, e.g. with netdeviation.pruning.prune")
+    if reference is not None and _shapes(model) != _shapes(reference):
+        hint = f", e.g. get_baseline({model.name!r}, ...)" if isinstance(getattr(model, "name", None), str) else ""
+        raise ValueError(f"{name}, {reference_name}: the pruned network and the {reference_name} differ in architecture "
+                         f"({name}: {_layout(model)}; {reference_name}: {_layout(reference)}); pass as {reference_name} "
+                         f"the network {name} was pruned from{hint}")
+    return model
 
 def _mu_method(method:str|None, mu:str)->str:
     if mu not in MU_METHODS: raise ValueError(f"mu: expected one of {list(MU_METHODS)}, got {mu!r}")
@@ -250,6 +328,13 @@ def _mu_method(method:str|None, mu:str)->str:
     if mu != "auto": return mu
     if method is None: raise ValueError("method: needed to choose μ when mu='auto'; pass the pruning method, or mu='secant'/'pl'")
     return "secant" if method in CONNECTION_METHODS else "pl"
+
+def _check_data(data)->MNISTData:
+    if not isinstance(data, MNISTData): raise TypeError(f"data: expected an MNISTData (see netdeviation.data.load_mnist), got {type(data).__name__}")
+    return data
+
+def _theorem1_status(value:float, mu1:float, mu2:float)->str:
+    return "estimate" if math.isfinite(value) else f"undefined: needs finite μ1 and μ2, got μ1 = {mu1:.3g}, μ2 = {mu2:.3g}"
 
 def retraining_bounds(pruned:nn.Module,              # the pruned network, W_sparse (torch.nn.utils.prune masks)
                       baseline:Baseline,             # its original: W* (`.model`), W_initial and t_initial
@@ -269,12 +354,18 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
                       device:str|torch.device="cpu", # where to compute
                       progress:bool=False,           # show a progress bar for β's power iteration
                      )->RetrainingBounds:
-    "Theorem 1 (both orientations) and the γ-free bounds for `pruned`, in iterations and epochs."
-    _check_pruned(pruned)
+    "Theorem 1 (both orientations) and the γ-free bounds for `pruned`, in iterations and epochs, each with its status."
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see get_baseline), got {type(baseline).__name__}")
+    check_pruned(pruned, "pruned", baseline.model, "baseline")
+    _check_data(data)
     how = _mu_method(method, mu)
     _positive(eps=eps, gamma=gamma)
     cfg = get_config(config) if config is not None else baseline.config
+    for k, v in dict(include_bias=include_bias, masked=masked, progress=progress).items(): _check_bool(v, k)
+    check_int(batch_size, "batch_size", 1); check_int(beta_iters, "beta_iters", 1); check_int(seed, "seed", 0)
+    if beta_samples is not None: check_int(beta_samples, "beta_samples", 1)
+    check_float(beta_tol, "beta_tol", 0, low_open=True)
+    device = check_device(device)
     x, y = data.pruning_data
     kw = dict(batch_size=batch_size, include_bias=include_bias, device=device)
     nets = (baseline.initial_model(), baseline.model, pruned)
@@ -292,7 +383,7 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     gf = gamma_free_bounds(delta_s, eps, cfg.lr, mu_gf, beta, sq_norm(_sub(w_s, w_star)), L_i - L_star, baseline.t_initial, ipe)
     q = dict(gamma=gamma, mu_method=how, mu1=mu1, mu2=mu2, grad_init_sq=sq_norm(g_i), grad_sparse_sq=sq_norm(g_s),
              L_initial=L_i, L_star=L_star, L_sparse=L_s, **gf.quantities)
-    return RetrainingBounds({**t1, **gf.iterations}, ipe, q)
+    return RetrainingBounds({**t1, **gf.iterations}, ipe, q, {**{k: _theorem1_status(v, mu1, mu2) for k, v in t1.items()}, **gf.status})
 
 # %% ../nbs/05_bounds.ipynb #0fd3c3ff
 def _log_pairs(estimate, measured)->tuple[np.ndarray, np.ndarray]:

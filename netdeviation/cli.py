@@ -4,7 +4,8 @@
 
 # %% ../nbs/08_cli.ipynb #66dac4ce
 from __future__ import annotations
-import argparse, json, os, sys, textwrap, time
+import argparse, json, os, shutil, sys, textwrap, time, warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +13,21 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import rankdata
 
+import netdeviation
+from .data import check_device, check_float, check_int
 from .models import MODELS
 from .pruning import METHODS
 from .retraining import as_paper_table
-from .sweeps import collect, expand_grid, grid_spec, load_grid, notebook_params, run_grid_file, run_sweeps
+from .sweeps import (GridSpec, RunStoreError, SweepLockedError, check_executor, check_folder, collect, expand_grid,
+                                 grid_spec, load_grid, notebook_params, problem_runs, run_sweeps)
 from .training import CONFIGS, get_baseline
 
 # %% auto #0
-__all__ = ['HAN_ACC', 'PLANS', 'PAPER_D', 'PAPER_ACC', 'PAPER_AMOUNTS', 'FIGURE_OF', 'SCORES', 'TARGETS', 'GRID_EXAMPLE',
-           'baselines_table', 'deviation_figure', 'accuracy_figure', 'spearman_ci', 'validity_table', 'verdict',
-           'clustered_vs_random', 'to_markdown', 'report', 'default_dirs', 'reproduce', 'main']
+__all__ = ['HAN_ACC', 'PLANS', 'PAPER_D', 'PAPER_ACC', 'PAPER_AMOUNTS', 'FIGURE_OF', 'SCORES', 'TARGETS', 'REPORT_SWEEPS',
+           'REPORT_TITLE', 'GRID_EXAMPLE', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_ERROR', 'EXIT_LOCKED', 'EXIT_INTERRUPTED',
+           'DASK_TIMEOUT', 'baselines_table', 'deviation_figure', 'accuracy_figure', 'spearman_ci', 'validity_table',
+           'verdict', 'clustered_vs_random', 'to_markdown', 'report', 'default_dirs', 'baselines_needed', 'plan_specs',
+           'reproduce', 'main']
 
 # %% ../nbs/08_cli.ipynb #430cb9b5
 HAN_ACC = {"lenet_300_100": 0.9836, "lenet5_caffe": 0.9920}  # Han et al. 2015, Table 1 (error 1.64% / 0.80%)
@@ -208,21 +214,71 @@ def to_markdown(df:pd.DataFrame, # any table; the index is written as columns
 def _save_table(df:pd.DataFrame, out:Path, name:str)->str:
     df.to_csv(out/f"{name}.csv"); md = to_markdown(df); (out/f"{name}.md").write_text(md); return md
 
+REPORT_SWEEPS = ("net_deviation", "retraining", "han")  # the sweeps a report reads
+REPORT_TITLE = "# netdeviation reproduction"             # the first line of a report's README.md
+
 def _load(runs:Path, sweep:str)->pd.DataFrame|None:
     p = runs/sweep
-    return collect(p) if p.is_dir() and any(p.iterdir()) else None
+    if not p.is_dir(): return None
+    df = collect(p, broken="ignore")  # the report lists the runs it leaves out itself
+    return None if df.empty else df
+
+def _check_out(out_dir:str|Path, name:str="out_dir")->Path:
+    "`out_dir`, absolute, if the report may replace it whole: a new or empty folder, or an earlier report."
+    out = check_folder(out_dir, name)
+    if out.is_dir() and any(out.iterdir()):
+        readme = out/"README.md"
+        if not (readme.is_file() and readme.read_text(errors="replace").startswith(REPORT_TITLE)):
+            raise ValueError(f"{name}: '{out}' holds files that are not a netdeviation report; a report replaces its folder "
+                             "as a whole, so give a new or empty folder (or the folder of an earlier report)")
+    return out
+
+@contextmanager
+def _whole_folder(out:Path):
+    "A temporary folder beside `out` to write into; when the block succeeds, it replaces `out` by renames (else it is removed)."
+    stamp = f"{os.getpid()}-{time.time_ns()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (tmp := out.parent/f".{out.name}.tmp-{stamp}").mkdir()
+    try: yield tmp
+    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+    old = out.parent/f".{out.name}.old-{stamp}"
+    if out.exists(): os.rename(out, old)
+    try: os.rename(tmp, out)
+    except OSError:
+        if old.exists(): os.rename(old, out)
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    shutil.rmtree(old, ignore_errors=True)
+
+def _left_out(runs:Path)->pd.DataFrame:
+    p = problem_runs(runs)
+    return p[p.sweep.isin(REPORT_SWEEPS)].reset_index(drop=True)
+
+def _brief(message:str, n:int=160)->str:
+    "The first line of an error message, at most `n` characters."
+    line = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    return line if len(line) <= n else line[:n-1] + "…"
+
+def _runs_words(left:pd.DataFrame, n:int=5)->str:
+    return "; ".join(f"{r.sweep}/{r.run_id} ({r.state}: {_brief(r.reason, 80)})" for r in left.head(n).itertuples()) + (" ..." if len(left) > n else "")
 
 def report(runs_dir:str|Path,   # a folder of sweeps: net_deviation/, retraining/, han/ (any may be missing)
-           out_dir:str|Path,    # where to write the figures and tables
+           out_dir:str|Path,    # the report's folder: new, empty, or an earlier report (it is replaced as a whole)
            n_boot:int=2000,     # bootstrap resamples of the validity study
-          )->dict:              # name -> path of every file written
+          )->dict:              # name -> path of every file written; 'left_out': the runs without results (a DataFrame)
     "Figures 3.1-3.3, tables 3.1-3.2, the validity study and the Han anchor from a runs folder."
-    runs, out = Path(runs_dir), Path(out_dir)
+    runs, final, n_boot = Path(runs_dir), _check_out(out_dir), check_int(n_boot, "n_boot", 1)
     if not runs.is_dir(): raise FileNotFoundError(f"runs_dir: no such folder '{runs}'")
-    out.mkdir(parents=True, exist_ok=True)
-    dev, ret, han = (_load(runs, s) for s in ("net_deviation", "retraining", "han"))
-    if dev is None and ret is None and han is None: raise ValueError(f"runs_dir: '{runs}' holds no finished net_deviation, retraining or han runs")
-    md, files = [f"# netdeviation reproduction\n\nFrom `{os.path.relpath(runs, out)}` (relative to this folder), written {time.strftime('%Y-%m-%d %H:%M')}.\n"], {}
+    left = _left_out(runs)
+    dev, ret, han = (_load(runs, s) for s in REPORT_SWEEPS)
+    if dev is None and ret is None and han is None:
+        raise ValueError(f"runs_dir: '{runs}' holds no finished {', '.join(REPORT_SWEEPS)} runs"
+                         + (f"; {len(left)} run(s) without results: {_runs_words(left)}" if len(left) else ""))
+    with _whole_folder(final) as out:
+        files = _write_report(runs, final, out, dev, ret, han, left, n_boot)
+    return {k: final/v.relative_to(out) for k, v in files.items()} | {"left_out": left}
+
+def _write_report(runs, final, out, dev, ret, han, left, n_boot)->dict:
+    md, files = [f"{REPORT_TITLE}\n\nFrom `{os.path.relpath(runs.resolve(), final)}` (relative to this folder), written {time.strftime('%Y-%m-%d %H:%M')}.\n"], {}
     def fig(f, name, title):
         f.savefig(out/f"{name}.png", dpi=120); files[name] = out/f"{name}.png"; md.append(f"## {title}\n\n![{name}]({name}.png)\n")
     def table(df, name, title, note=""):
@@ -252,6 +308,8 @@ def report(runs_dir:str|Path,   # a folder of sweeps: net_deviation/, retraining
         han.to_csv(out/"han_rows.csv", index=False)
         han = han.drop(columns=["sweep", "run_id", "status"]).set_index(["model", "seed"])
         table(han, "han", "Anchor: Han et al. 2015 sparsity, retrained at lr/10", "Test errors; Han et al. report `han_2015_err`.\n\n")
+    if len(left):
+        table(left.drop(columns="path"), "left_out", "Runs left out", "These runs have no results: they are not in the figures and tables above.\n\n")
     (out/"README.md").write_text("\n".join(md)); files["README"] = out/"README.md"
     return files
 
@@ -264,13 +322,15 @@ def _repo_root()->Path|None:
     return None
 
 def default_dirs(mode:str, # 'quick' or 'full'
-                )->tuple[Path, Path]: # (runs folder, results folder)
+                )->tuple[Path, Path]: # (runs folder, results folder), absolute
     "Where `reproduce` writes by default: under nbs/ in a clone of the repository, else in the working directory."
     root = _repo_root()
     if root is not None: return root/"nbs"/"_runs", root/"nbs"/"results"/mode
-    return Path("runs"), Path("results")/mode
+    return Path.cwd()/"runs", Path.cwd()/"results"/mode
 
-def _baselines_needed(plan:dict)->list[tuple]:
+def baselines_needed(plan:dict, # one of `PLANS`: sweep name -> its grid and fixed parameters
+                    )->list[tuple]: # (model, config, seed) of each baseline its runs load, without repeats
+    "The baselines a reproduction plan needs, read from its grids and the templates' defaults."
     need = []
     for sweep, p in plan.items():
         defaults = notebook_params(sweep)
@@ -279,24 +339,32 @@ def _baselines_needed(plan:dict)->list[tuple]:
             need.append((r["model"], r.get("config") or "paper", r.get("seed", 0)))
     return list(dict.fromkeys(need))
 
+def _check_mode(mode:str)->str:
+    if mode not in PLANS: raise ValueError(f"mode: expected one of {sorted(PLANS)}, got {mode!r}")
+    return mode
+
+def plan_specs(mode:str="quick", # 'quick' or 'full'
+              )->list[GridSpec]: # the checked sweeps of `PLANS[mode]` (nothing runs)
+    "The sweeps a reproduction runs, checked against their templates."
+    return [grid_spec(sweep, p["grid"], p["fixed"], name=sweep) for sweep, p in PLANS[_check_mode(mode)].items()]
+
 def reproduce(mode:str="quick",              # 'quick' (smoke size, minutes) or 'full' (the paper's grid, 3 seeds)
               runs_dir:str|Path|None=None,   # default: see `default_dirs`
               out_dir:str|Path|None=None,    # default: see `default_dirs`
               workers:int|None=None,         # processes (default: one per core)
               executor=None,                 # any concurrent.futures.Executor, e.g. a Dask client's
               progress:bool=True,            # show progress bars
-             )->dict:                        # name -> path of every file written, and 'elapsed_s'
+             )->dict:                        # what `report` returns, and 'elapsed_s'
     "Run the paper reproduction: the sweeps of `PLANS[mode]`, then `report`."
-    if mode not in PLANS: raise ValueError(f"mode: expected one of {sorted(PLANS)}, got {mode!r}")
-    t0 = time.perf_counter()
+    t0, mode = time.perf_counter(), _check_mode(mode)
     d_runs, d_out = default_dirs(mode)
-    runs = Path(runs_dir or d_runs)/mode
-    plan = PLANS[mode]
-    for model, config, seed in _baselines_needed(plan): get_baseline(model, config, seed, progress=progress)
-    specs = [grid_spec(sweep, p["grid"], p["fixed"], name=sweep) for sweep, p in plan.items()]
+    runs = check_folder(check_folder(d_runs if runs_dir is None else runs_dir, "runs_dir")/mode, "runs_dir")
+    out, specs = _check_out(d_out if out_dir is None else out_dir), plan_specs(mode)
+    check_executor(executor, workers)  # every argument is checked before the baselines train
+    for model, config, seed in baselines_needed(PLANS[mode]): get_baseline(model, config, seed, progress=progress)
     for res in run_sweeps(specs, runs, executor, workers, progress=progress):
-        if res.errors: print(f"{res}\n  errors: {res.errors}", file=sys.stderr)
-    return {**report(runs, out_dir or d_out), "elapsed_s": time.perf_counter() - t0}
+        for rid, err in res.errors.items(): print(f"netdeviation: run failed: {res.name}/{rid}: {_brief(err)} (see {res.path/rid/'run.ipynb'})", file=sys.stderr)
+    return {**report(runs, out), "elapsed_s": time.perf_counter() - t0}
 
 # %% ../nbs/08_cli.ipynb #de80c032
 GRID_EXAMPLE = """notebook = "net_deviation"     # or "retraining", "han", or the path of your own .ipynb
@@ -318,77 +386,132 @@ _EPILOG = f"""examples:
 
 a grid file (TOML, or the same keys in JSON) names a template notebook and the parameter values to combine;
 the template's `parameters` cell lists what can be set (nbs/sweeps/*.ipynb):
-{textwrap.indent(GRID_EXAMPLE, "  ")}"""
+{textwrap.indent(GRID_EXAMPLE, "  ")}
+exit status:
+  0    everything asked for is done
+  1    some runs failed or could not be read (the rest is done and reported; the messages name them)
+  2    bad input, or an error that stopped the command before it could finish (one line says which)
+  3    the runs folder is being written by another sweep (one line names that process)
+  130  interrupted (run the same command again to resume)
+"""
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DASK_TIMEOUT = 5.0  # seconds to wait for a Dask scheduler to answer
+
+def _whole(s:str, name:str, kind:type)->int|float:
+    try: return kind(s)
+    except ValueError: raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {s!r}") from None
+
+def _arg(check, **kw):
+    "An argparse type from one of the package's validators; argparse itself puts the option's name in front."
+    def parse(s:str):
+        try: return check(s, "value", **kw)
+        except (ValueError, TypeError) as e: raise argparse.ArgumentTypeError(str(e).removeprefix("value: ")) from None
+    return parse
+
+_count   = _arg(lambda s, name, low: check_int(_whole(s, name, int), name, low), low=1)     # --workers
+_seed    = _arg(lambda s, name, low: check_int(_whole(s, name, int), name, low), low=0)     # --seed
+_seconds = _arg(lambda s, name: check_float(_whole(s, name, float), name, 0, low_open=True)) # --timeout
+_folder  = _arg(check_folder)                                                                # --runs-dir, --out
+_device  = _arg(lambda s, name: (check_device(s, name), s)[1])                               # --device
 
 def _executor_args(p:argparse.ArgumentParser):
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU core)")
+    p.add_argument("--workers", type=_count, default=None, help="worker processes (default: one per CPU core)")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
-                   help="run on a Dask cluster at ADDRESS (e.g. tcp://host:8786) instead of local processes")
-    p.add_argument("--runs-dir", type=Path, default=None, help="root of the run folders (see the subcommand's default)")
+                   help=f"run on a Dask cluster at ADDRESS (e.g. tcp://host:8786) instead of local processes "
+                        f"(it must answer within {DASK_TIMEOUT:g} s)")
+    p.add_argument("--runs-dir", type=_folder, default=None, help="root of the run folders (see the subcommand's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 def _parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netdeviation", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
         description="How much to retrain a network after pruning (John, Mishra, Sheeba Rani, PReMI 2019): "
                     "Net Deviation, deviation bounds and retraining bounds on LeNets and MNIST.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {netdeviation.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     r = sub.add_parser("reproduce", help="run the paper's experiments and write its figures and tables",
                        description="Run the paper's experiments (sweeps of pruning, Net Deviation, bounds and retraining) "
                                    "and write figures 3.1-3.3, tables 3.1-3.2, the validity study and the Han anchor. "
+                                   "Trains the baselines it needs first (the `paper` ones). "
                                    "Resumable: run it again after an interruption. Outputs go to nbs/_runs and "
                                    "nbs/results/<mode> inside a clone of the repository, else to ./runs and ./results/<mode>.")
     mode = r.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="smoke size: 1 seed, 3 amounts, no Han anchor (the default; a few minutes)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="the paper's 8 amounts, 3 seeds, the Han anchor on both nets (tens of minutes on 2 cores)")
-    r.add_argument("--out", type=Path, default=None, help="results folder (default: nbs/results/<mode> or ./results/<mode>)")
+    r.add_argument("--out", type=_folder, default=None, help="results folder, replaced as a whole (default: nbs/results/<mode> or ./results/<mode>)")
     _executor_args(r)
     s = sub.add_parser("sweep", help="run one sweep from a grid file (JSON or TOML)",
                        description="Run every combination of a grid file through its template notebook, one folder per "
-                                   "run under RUNS_DIR/<name>/<run id>/. Finished runs are skipped, so running the same "
-                                   "command again resumes. See `netdeviation --help` for the file format.")
+                                   "run under RUNS_DIR/<name>/<run id>/ (RUNS_DIR: ./runs by default). Finished runs are "
+                                   "skipped, so running the same command again resumes. See `netdeviation --help` for the file format.")
     s.add_argument("grid_file", type=Path, help="a .json or .toml grid file")
     s.add_argument("--no-retry-failed", dest="retry_failed", action="store_false", help="skip runs that failed before instead of retrying them")
-    s.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell (default: no limit)")
+    s.add_argument("--timeout", type=_seconds, default=None, help="seconds allowed per notebook cell, > 0 (default: no limit)")
     _executor_args(s)
     rp = sub.add_parser("report", help="figures and tables from a folder of finished runs",
                         description="Collect the finished runs of the net_deviation, retraining and han sweeps under "
-                                    "RUNS_DIR and write the figures, tables and verdict.")
+                                    "RUNS_DIR and write the figures, tables and verdict. Runs without results are named.")
     rp.add_argument("runs_dir", type=Path, help="a folder holding net_deviation/, retraining/ and/or han/ sweeps")
-    rp.add_argument("--out", type=Path, default=None, help="results folder (default: RUNS_DIR/report)")
+    rp.add_argument("--out", type=_folder, default=None, help="results folder, replaced as a whole (default: RUNS_DIR/report)")
     b = sub.add_parser("baselines", help="train (or load) the baseline LeNets and print their test accuracy")
     b.add_argument("--config", default="default", choices=sorted(CONFIGS), help="training config (default: default)")
-    b.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
-    b.add_argument("--device", default="cpu", help="'cpu' or a CUDA device such as 'cuda'")
+    b.add_argument("--seed", type=_seed, default=0, help="seed of initialisation and batch order (an integer >= 0)")
+    b.add_argument("--device", type=_device, default="cpu", help="'cpu' or a CUDA device such as 'cuda'")
     return p
 
-def _executor(address:str|None):
-    if address is None: return None
-    from distributed import Client
-    return Client(address).get_executor()
+@contextmanager
+def _executor(address:str|None, workers:int|None, timeout:float=DASK_TIMEOUT):
+    "The Dask cluster's executor at `address` (None: the default process pool), connected within `timeout` seconds."
+    if address is None: yield None; return
+    if workers is not None: raise ValueError("--workers: sets the local process pool, which --dask replaces; leave one of them out")
+    try: from distributed import Client
+    except ImportError: raise ValueError("--dask: needs the `distributed` package (pip install distributed)") from None
+    try: client = Client(address, timeout=timeout)
+    except Exception as e:  # OSError, TimeoutError, ValueError: whatever a bad or silent address raises
+        raise ValueError(f"--dask: could not connect to a Dask scheduler at {address!r} (waited at most {timeout:g} s; "
+                         f"{type(e).__name__}: {e}); check the address (e.g. tcp://host:8786) and that the scheduler is running") from None
+    with client: yield client.get_executor()
 
-def _fail(e)->int:
-    print(f"netdeviation: error: {e}", file=sys.stderr); return 2
+def _say(kind:str, message)->None: print(f"netdeviation: {kind}: {message}", file=sys.stderr)
+
+def _named_left_out(files:dict)->int:
+    "Name every run the report left out; the exit status."
+    for r in files["left_out"].itertuples(): _say("warning", f"run {r.sweep}/{r.run_id} left out of the report ({r.state}: {_brief(r.reason)})")
+    return EXIT_FAILED if len(files["left_out"]) else EXIT_OK
+
+def _cmd_baselines(args)->int:
+    print(baselines_table(config=args.config, seed=args.seed, device=args.device).to_string(float_format=lambda v: f"{v:.4f}"))
+    return EXIT_OK
+
+def _cmd_report(args)->int:
+    files = report(args.runs_dir, _check_out(args.out or args.runs_dir/"report", "--out"))
+    print(files["README"]); return _named_left_out(files)
+
+def _cmd_sweep(args)->int:
+    spec = load_grid(args.grid_file)  # every mistake in the file is reported before anything connects or runs
+    runs = args.runs_dir or check_folder("runs", "--runs-dir")
+    with _executor(args.dask, args.workers) as ex:
+        res = run_sweeps([spec], runs, ex, args.workers, args.retry_failed, args.timeout, progress=not args.quiet)[0]
+    print(res)
+    for rid, err in res.errors.items(): _say("run failed", f"{res.name}/{rid}: {_brief(err)} (see {res.path/rid/'run.ipynb'})")
+    return EXIT_FAILED if res.errors else EXIT_OK
+
+def _cmd_reproduce(args)->int:
+    mode = args.mode or "quick"
+    plan_specs(mode)  # the templates and grids are checked before anything connects
+    _check_out(args.out or default_dirs(mode)[1], "--out")
+    with _executor(args.dask, args.workers) as ex:
+        files = reproduce(mode, args.runs_dir, args.out, args.workers, ex, progress=not args.quiet)
+    print(f"reproduce --{mode}: {files['elapsed_s']:.0f} s; report in {files['README']}")
+    return _named_left_out(files)
 
 def main(argv:list[str]|None=None, # arguments (default: the command line)
-        )->int:                    # exit status: 0 ok, 1 some runs failed, 2 bad input
-    "Entry point of the `netdeviation` console script."
+        )->int:                    # exit status: see `netdeviation --help`
+    "Entry point of the `netdeviation` console script: one line, never a traceback, for a user's mistake."
     args = _parser().parse_args(argv)
-    if args.command == "baselines":
-        print(baselines_table(config=args.config, seed=args.seed, device=args.device).to_string(float_format=lambda v: f"{v:.4f}"))
-        return 0
-    if args.command == "report":
-        try: files = report(args.runs_dir, args.out or args.runs_dir/"report")
-        except (ValueError, FileNotFoundError) as e: return _fail(e)
-        print(files["README"]); return 0
-    ex, kw = _executor(args.dask), dict(workers=args.workers, progress=not args.quiet)
-    if args.command == "sweep":
-        try: load_grid(args.grid_file)  # every mistake in the file is reported before anything runs
-        except (ValueError, TypeError, FileNotFoundError) as e: return _fail(e)
-        res = run_grid_file(args.grid_file, runs_dir=args.runs_dir or "runs", executor=ex, retry_failed=args.retry_failed,
-                            timeout=args.timeout, **kw)
-        print(res)
-        for rid, err in res.errors.items(): print(f"  {rid}: {err}", file=sys.stderr)
-        return 0 if not res.errors else 1
-    files = reproduce(args.mode or "quick", args.runs_dir, args.out, executor=ex, **kw)
-    print(f"reproduce --{args.mode or 'quick'}: {files['elapsed_s']:.0f} s; report in {files['README']}")
-    return 0
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *a, **k: _say("warning", message)
+        try: return {"baselines": _cmd_baselines, "report": _cmd_report, "sweep": _cmd_sweep, "reproduce": _cmd_reproduce}[args.command](args)
+        except SweepLockedError as e: _say("error", e); return EXIT_LOCKED
+        except (ValueError, TypeError, OSError, RunStoreError) as e: _say("error", e); return EXIT_ERROR
+        except KeyboardInterrupt: _say("interrupted", "run the same command again to resume"); return EXIT_INTERRUPTED

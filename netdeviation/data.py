@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #7c0413ca
 from __future__ import annotations
-import os
+import math, numbers, os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +13,8 @@ import torch
 from torchvision.datasets import MNIST
 
 # %% auto #0
-__all__ = ['MNIST_MEAN', 'MNIST_STD', 'N_TRAIN', 'N_VAL', 'DataError', 'cache_dir', 'find_data_dir', 'MNISTData', 'normalise',
+__all__ = ['MNIST_MEAN', 'MNIST_STD', 'N_TRAIN', 'N_VAL', 'DataError', 'cache_dir', 'find_data_dir', 'check_device',
+           'check_images', 'check_labels', 'check_int', 'check_float', 'check_choice', 'MNISTData', 'normalise',
            'split_indices', 'load_mnist']
 
 # %% ../nbs/00_data.ipynb #70a367d0
@@ -30,9 +31,115 @@ def cache_dir()->Path:
 def find_data_dir(data_dir:str|Path|None=None, # folder holding `MNIST/raw`; overrides the environment
                  )->tuple[Path, bool]:          # the folder, and whether torchvision may download into it
     "The MNIST root: `data_dir`, then `NETDEVIATION_DATA`, then the cache folder (download allowed)."
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir: expected a folder (str or Path) or None, got {type(data_dir).__name__}")
     if data_dir is not None: return Path(data_dir).expanduser(), False
     if os.environ.get("NETDEVIATION_DATA"): return Path(os.environ["NETDEVIATION_DATA"]).expanduser(), False
     return cache_dir()/"data", True
+
+# %% ../nbs/00_data.ipynb #a9b54df0
+_DEVICES = "'cpu', 'cuda' or 'cuda:N' (N a GPU index), or a torch.device"
+
+def check_device(device:str|torch.device, # a device name or `torch.device`
+                 name:str="device",       # the parameter's name, for the error message
+                )->torch.device:
+    "`device` as a `torch.device`; a `ValueError` naming `name` if it is unknown or not on this machine."
+    if isinstance(device, str):
+        try: d = torch.device(device.strip())
+        except (RuntimeError, ValueError): raise ValueError(f"{name}: expected {_DEVICES}, got {device!r}") from None
+    elif isinstance(device, torch.device): d = device
+    else: raise TypeError(f"{name}: expected {_DEVICES}, got {type(device).__name__} {device!r}")
+    if d.type not in ("cpu", "cuda"): raise ValueError(f"{name}: expected {_DEVICES}, got {device!r}")
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {device!r} requested but CUDA is not available on this machine "
+                         "(torch.cuda.is_available() is False); use 'cpu'")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ValueError(f"{name}: {device!r} requested but this machine has {n} CUDA device(s) "
+                         f"(cuda:0 to cuda:{n-1}); use one of those or 'cpu'")
+    return d
+
+def _need_tensor(x, name:str, what:str):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected {what} as a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor")
+
+def check_images(x:torch.Tensor, # images (any shape), floating point
+                 name:str="x",   # the parameter's name, for the error message
+                )->torch.Tensor: # `x` as float32
+    "`x` as a finite, non-empty float32 tensor; a clear error naming `name` otherwise."
+    _need_tensor(x, name, "floating-point images")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected floating-point images, got dtype {x.dtype}; scale/normalise them first, "
+                         "e.g. with `normalise` for uint8 MNIST pixels")
+    if x.numel() == 0: raise ValueError(f"{name}: expected at least one image, got an empty tensor of shape {tuple(x.shape)}")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad: raise ValueError(f"{name}: {bad} of {x.numel()} values are not finite (NaN or inf); "
+                             "remove or replace those images first")
+    return x.float()
+
+def check_labels(y:torch.Tensor,       # class labels, integer dtype
+                 n:int|None=None,      # expected number of labels (one per image), if known
+                 n_classes:int|None=None, # labels must lie in `[0, n_classes)`, if given
+                 name:str="y",         # the parameter's name, for the error message
+                )->torch.Tensor:       # `y` as int64
+    "`y` as an int64 vector of `n` labels in `[0, n_classes)`; a clear error naming `name` otherwise."
+    _need_tensor(y, name, "integer class labels")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{name}: expected integer class labels, got dtype {y.dtype}; convert whole-number labels with .long()")
+    if y.ndim != 1 or (n is not None and len(y) != n) or len(y) == 0:
+        want = f"({n},), one label per image" if n is not None else "(N,) with N >= 1"
+        raise ValueError(f"{name}: expected labels of shape {want}, got shape {tuple(y.shape)}")
+    if n_classes is not None:
+        out = y[(y < 0) | (y >= n_classes)]
+        if len(out):
+            raise ValueError(f"{name}: labels must lie in [0, {n_classes}), got {len(out)} outside that range "
+                             f"(values {out.unique()[:10].tolist()}); check the labels or the model's number of classes")
+    return y.long()
+
+# %% ../nbs/00_data.ipynb #4d39dc44
+def check_int(value,                # the value to check
+              name:str,             # the parameter's name, for the error message
+              low:int|None=None,    # smallest accepted value, if any
+             )->int:
+    "`value` as an `int` (NumPy integers accepted) that is `>= low`; a clear error naming `name` otherwise."
+    want = "an integer" + ("" if low is None else f" >= {low}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: must be {want}, got {type(value).__name__} {value!r}")
+    if low is not None and value < low: raise ValueError(f"{name}: must be {want}, got {value}")
+    return int(value)
+
+def check_float(value,                  # the value to check
+                name:str,               # the parameter's name, for the error message
+                low:float|None=None,    # lower limit, if any
+                high:float|None=None,   # upper limit, if any
+                low_open:bool=False,    # `low` itself is refused (e.g. a learning rate > 0)
+                high_open:bool=False,   # `high` itself is refused
+               )->float:
+    "`value` as a finite `float` within the limits; a clear error naming `name` otherwise."
+    cond = " and ".join([*([f"{'>' if low_open else '>='} {low}"] if low is not None else []),
+                         *([f"{'<' if high_open else '<='} {high}"] if high is not None else [])])
+    num = f"a number {cond}".strip()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: must be {num}, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v): raise ValueError(f"{name}: must be a finite {num[2:]}, got {value}")
+    if (low is not None and (v <= low if low_open else v < low)) or (high is not None and (v >= high if high_open else v > high)):
+        raise ValueError(f"{name}: must be {cond}, got {value}")
+    return v
+
+def _same(a, b)->bool:
+    "`a == b` as a plain bool, never equating `True` with `1` (and False for values that do not compare)."
+    if isinstance(a, bool) != isinstance(b, bool): return False
+    try: return bool(a == b)
+    except Exception: return False
+
+def check_choice(value,      # the value to check
+                 name:str,   # the parameter's name, for the error message
+                 choices,    # the accepted values
+                ):
+    "`value` itself when it is one of `choices`; a `ValueError` naming `name` and the choices otherwise."
+    if any(_same(value, c) for c in choices): return value
+    raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
 
 # %% ../nbs/00_data.ipynb #f5ac4b6b
 @dataclass(frozen=True)
@@ -53,6 +160,7 @@ class MNISTData:
 
     def to(self, device:str|torch.device)->MNISTData:
         "A copy with every tensor on `device`."
+        device = check_device(device)
         moved = {k: getattr(self, k).to(device) for k in ("x_train","y_train","x_val","y_val","x_test","y_test")}
         return MNISTData(**moved, root=self.root)
 
@@ -79,6 +187,10 @@ def _read_split(root:Path, train:bool, download:bool)->tuple[torch.Tensor, torch
 def normalise(x:torch.Tensor, # uint8 images, (N, 28, 28)
              )->torch.Tensor:  # float32 `(N, 1, 28, 28)`, zero mean and unit std over the training set
     "Scale to [0, 1], then standardise with the MNIST training-set statistics."
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 3:
+        raise ValueError(f"x: expected uint8 pixels of shape (N, 28, 28), got "
+                         f"{(x.dtype, tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__}"
+                         "; images from `load_mnist` are normalised already")
     return ((x.float()/255 - MNIST_MEAN)/MNIST_STD).unsqueeze(1)
 
 # %% ../nbs/00_data.ipynb #a6bff1d8
@@ -87,6 +199,8 @@ def split_indices(n:int=N_TRAIN+N_VAL, # images to split
                   seed:int=0,          # seed of the permutation
                  )->tuple[torch.Tensor, torch.Tensor]: # training indices, validation indices
     "A seeded permutation of `range(n)`, cut into training and validation indices."
+    n, seed = check_int(n, "n", 1), check_int(seed, "seed")
+    if check_int(n_val, "n_val", 0) > n: raise ValueError(f"n_val: must be an integer in [0, n={n}], got {n_val}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[:n-n_val], perm[n-n_val:]
 
@@ -103,5 +217,6 @@ def load_mnist(data_dir:str|Path|None=None,      # folder holding `MNIST/raw`; e
                seed:int=0,                       # seed of the 55,000 / 5,000 split
               )->MNISTData:
     "MNIST as normalised in-memory tensors with the seeded 55,000 / 5,000 train / validation split."
+    device, seed = check_device(device), check_int(seed, "seed")
     root, download = find_data_dir(data_dir)
     return _load_cpu(root.resolve(), download, seed).to(device)

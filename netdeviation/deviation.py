@@ -4,7 +4,8 @@
 
 # %% ../nbs/04_deviation.ipynb #6535206a
 from __future__ import annotations
-import hashlib, math
+import hashlib, math, numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -17,8 +18,9 @@ from fastcore.basics import patch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .models import Stage, stages
-from .pruning import METHODS, _choice, compute_masks, effective  # `_choice`: the one check of a named option
+from .data import check_choice, check_device, check_float, check_images, check_int
+from .models import PRUNABLE, Stage, stages
+from .pruning import METHODS, compute_masks, effective
 
 # %% auto #0
 __all__ = ['LIPSCHITZ', 'NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'lipschitz', 'slopes', 'lanczos_max', 'operator_norm',
@@ -58,6 +60,8 @@ def slopes(post:nn.Module,  # a stage's $f$ (checked by `lipschitz`)
           )->torch.Tensor|None: # $d$ of `z`'s shape; None when $f$ is the identity (all gains 1)
     "Gain $d_k$ of each pre-activation through $f$: $\\partial \\sum f(Z) / \\partial Z$."
     lipschitz(post)
+    if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+        raise TypeError(f"z: expected a floating-point tensor of pre-activations, got {getattr(z, 'dtype', type(z).__name__)}")
     if all(isinstance(m, (nn.Flatten, nn.Identity)) for m in _modules(post)): return None
     z = z.detach().requires_grad_(True)
     with torch.enable_grad(): (d,) = torch.autograd.grad(post(z).sum(), z)
@@ -78,6 +82,11 @@ def lanczos_max(gram,             # `gram(u)` applies a symmetric PSD map to eac
                 max_iter:int=100, # most Lanczos steps
                )->torch.Tensor:   # (N,) float64, the largest eigenvalue of each sample's map
     "Largest eigenvalue of a batch of symmetric PSD linear maps by Lanczos iteration."
+    if not callable(gram): raise TypeError(f"gram: expected a function applying the map to a batch, got {type(gram).__name__}")
+    if not isinstance(u, torch.Tensor) or not u.is_floating_point() or u.dim() < 2 or u.numel() == 0 or not torch.isfinite(u).all():
+        raise ValueError(f"u: expected a non-empty batch (N, ...) of finite floating-point start vectors, got "
+                         f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
+    tol, max_iter = check_float(tol, "tol", 0, low_open=True), check_int(max_iter, "max_iter", 1)
     dims = tuple(range(1, u.dim()))
     dot = lambda a, b: (a*b).sum(dims, keepdim=True)
     norm = lambda a: torch.linalg.vector_norm(a, dim=dims, keepdim=True)
@@ -118,6 +127,21 @@ def _start(shape:tuple, dtype, device)->torch.Tensor:
     "Seeded random start vectors (the same on every device)."
     return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
 
+def _check_layer(layer, name:str="layer"):
+    if not isinstance(layer, PRUNABLE): raise TypeError(f"{name}: expected an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
+
+def _check_shape(shape)->tuple:
+    "One sample's shape as a tuple of positive ints."
+    if not isinstance(shape, (tuple, list, torch.Size)) or not shape or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise ValueError(f"input_shape: expected the shape of one input sample as positive integers, e.g. (6, 14, 14), got {shape!r}")
+    return tuple(int(n) for n in shape)
+
+def _check_weight(layer:nn.Module, weight, name:str="weight"):
+    if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != tuple(layer.weight.shape):
+        raise ValueError(f"{name}: expected a tensor of the layer's weight shape {tuple(layer.weight.shape)}, "
+                         f"got {tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__}")
+
 def operator_norm(layer:nn.Module,          # an `nn.Linear` or `nn.Conv2d`
                   input_shape:tuple,        # shape of one input sample, e.g. (6, 14, 14)
                   weight:torch.Tensor|None=None, # weights to use (e.g. pruned ones); default the layer's own
@@ -125,6 +149,9 @@ def operator_norm(layer:nn.Module,          # an `nn.Linear` or `nn.Conv2d`
                   device="cpu",             # where to compute
                  )->float:                  # $\|A\|_2$
     "Spectral norm of a layer's linear map (no bias) on inputs of `input_shape`: LAPACK for a matrix, Lanczos on $A^TA$ for a convolution."
+    _check_layer(layer); device = check_device(device); tol = check_float(tol, "tol", 0, low_open=True)
+    input_shape = _check_shape(input_shape)
+    if weight is not None: _check_weight(layer, weight)
     w = (layer.weight if weight is None else weight).detach().to(device, torch.float64)
     with _one_thread():
         if isinstance(layer, nn.Linear): return torch.linalg.matrix_norm(w, 2).item()
@@ -162,22 +189,25 @@ def jacobian_norms(layer:nn.Module,        # an `nn.Linear` or `nn.Conv2d`
                    device="cpu",           # where to compute
                   )->torch.Tensor:         # (N,) float64
     "Per-sample norm of the stage Jacobian $\\partial Y^{(l)}/\\partial Y^{(l-1)} = \\partial f(Z)\\,A$ at the inputs `y`."
-    _choice("norm", norm, NORMS)
-    w, y = (layer.weight if weight is None else weight).detach().to(device), y.to(device)
+    check_choice(norm, "norm", NORMS); _check_layer(layer); device = check_device(device); check_images(y, "y")
+    if weight is not None: _check_weight(layer, weight)
+    if bias is not None and (layer.bias is None or not isinstance(bias, torch.Tensor) or bias.shape != layer.bias.shape):
+        raise ValueError(f"bias: expected a tensor of the layer's bias shape {None if layer.bias is None else tuple(layer.bias.shape)}")
+    w = (layer.weight if weight is None else weight).detach().to(device)
+    y = y.to(device, w.dtype)
     b = layer.bias if bias is None else bias
     with torch.no_grad(): z = _apply(layer, y, w, None if b is None else b.detach().to(device))
     return _jacobian_norms(layer, tuple(y.shape), w, slopes(post, z), norm)
 
 # %% ../nbs/04_deviation.ipynb #f8362269
 def _check_x(model:nn.Module, x)->torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x: expected a float tensor of pruning images (N, ...), e.g. `load_mnist().x_val`, got {type(x).__name__}")
+    "The pruning images checked (finite, floating point, the model's input shape) and in the model's dtype."
+    x32 = check_images(x, "x")
     shape = getattr(model, "input_shape", None)
-    if len(x) == 0: raise ValueError(f"x: empty data {tuple(x.shape)}: the deviation needs at least one pruning image")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"x: expected a batch of shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all(): raise ValueError("x: has NaN or infinite values")
-    return x
+    p = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    return x32 if p is None or p.dtype == torch.float32 else x.to(p.dtype)
 
 def _check_finite(params:list, names:list, who:str):
     for n, (w, b) in zip(names, params):
@@ -217,20 +247,28 @@ def original_activations(model:nn.Module,  # the original (trained) network
                          device="cpu",     # where to compute and keep everything
                         )->Activations:
     "Run the original network once on the pruning data, keeping what every deviation of a sweep needs."
-    _check_x(model, x)
     prefix, st = stages(model)
+    x, device = _check_x(model, x), check_device(device)
     lips, params = [lipschitz(s.post) for s in st], _params(st, device)
     _check_finite(params, [s.name for s in st], "model")
     ys, zs, ds = [prefix(x.to(device))], [], []
     for s, (w, b) in zip(st, params):
         zs.append(_apply(s.layer, ys[-1], w, b))
         ds.append(slopes(s.post, zs[-1])); ys.append(s.post(zs[-1]))
-    return Activations(model, st, params, ys, zs, ds, lips, torch.device(device))
+    return Activations(model, st, params, ys, zs, ds, lips, device)
+
+@patch
+def _stage_index(self:Activations, i)->int:
+    "`i` checked as a stage index."
+    if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < len(self.stages):
+        raise ValueError(f"i: expected a stage index in [0, {len(self.stages)}) (stages {self.names}), got {i!r}")
+    return int(i)
 
 @patch
 def jacobian_norms(self:Activations, i:int, # stage index (0 = first prunable layer)
                    norm:str)->torch.Tensor:  # (N,) per-sample norms
     "Per-sample norms of stage `i`'s Jacobian at the original network (computed once)."
+    i, norm = self._stage_index(i), check_choice(norm, "norm", NORMS)
     key = ("jacobian", i, norm)
     if key not in self.cache:
         self.cache[key] = _jacobian_norms(self.stages[i].layer, tuple(self.ys[i].shape), self.params[i][0], self.slopes[i], norm)
@@ -239,6 +277,7 @@ def jacobian_norms(self:Activations, i:int, # stage index (0 = first prunable la
 @patch
 def operator_norm(self:Activations, i:int, weight:torch.Tensor)->float:
     "$\\|\\hat A_i\\|_2$ of stage `i` with `weight` on its actual input size (computed once per weights)."
+    i = self._stage_index(i); _check_weight(self.stages[i].layer, weight)
     key = ("operator", i, hashlib.sha1(weight.detach().cpu().contiguous().numpy().tobytes()).hexdigest())
     if key not in self.cache:
         self.cache[key] = operator_norm(self.stages[i].layer, tuple(self.ys[i].shape[1:]), weight, device=self.device)
@@ -269,7 +308,7 @@ def pruned_weights(model:nn.Module,     # the original network
                    device="cpu",          # where the tensors go
                   )->list[tuple]:       # $(\hat W_l, \hat B_l)$ of every stage ($\hat B_l$ None without bias)
     "Effective weights and biases of the pruned network, from a pruned copy of `model` or from masks."
-    st = stages(model)[1]
+    st, device = stages(model)[1], check_device(device)
     if isinstance(pruned, dict):
         _check_masks(pruned, st)
         new = [tuple(None if t is None else t*pruned.get(s.name, {}).get(p, torch.ones(())).to(t) for p, t in zip(("weight", "bias"), wb))
@@ -391,10 +430,12 @@ def deviation(model:nn.Module,            # the original (trained) network
               device="cpu",               # where to compute (ignored with `activations`)
              )->Deviation:
     "Actual output deviation of `pruned` from `model` on the pruning data, with the paper's and the rigorous bound."
-    _choice("norm", norm, NORMS); _choice("reduce", reduce, REDUCES); _choice("combine", combine, COMBINES)
+    check_choice(norm, "norm", NORMS); check_choice(reduce, "reduce", REDUCES); check_choice(combine, "combine", COMBINES)
     if activations is None:
         if x is None: raise ValueError("x: pass the pruning images, or `activations=original_activations(model, x)`")
         activations = original_activations(model, x, device)
+    elif not isinstance(activations, Activations):
+        raise TypeError(f"activations: expected `original_activations(model, x)`, got {type(activations).__name__}")
     elif activations.model is not model:
         raise ValueError("activations: they were computed for another model; use `original_activations(model, x)`")
     a, L = activations, len(activations.stages)
@@ -456,7 +497,7 @@ def net_deviation(dev,              # dev = LHS - bound (eq. 3.12) of one method
                   sign:str="abs",   # 'abs': |dev|/max|dev| (the paper's figures); 'raw': dev/max|dev|
                  )->np.ndarray:
     "Net Deviation $D$ (eq. 3.13): the sweep's deviations divided by their largest magnitude."
-    _choice("sign", sign, SIGNS)
+    check_choice(sign, "sign", SIGNS)
     dev = np.asarray(dev, dtype=float)
     if dev.ndim != 1 or dev.size == 0 or not np.isfinite(dev).all():
         raise ValueError(f"dev: expected a non-empty 1-d sequence of finite deviations, got {dev!r}")
@@ -465,6 +506,12 @@ def net_deviation(dev,              # dev = LHS - bound (eq. 3.12) of one method
 
 # %% ../nbs/04_deviation.ipynb #faca1bf0
 AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the paper's grid (Figs 3.1-3.3)
+
+def _as_list(v, name:str)->list:
+    "A single value or a sequence as a non-empty list."
+    out = [v] if isinstance(v, (str, numbers.Number)) else list(v) if isinstance(v, Iterable) and not isinstance(v, dict) else None
+    if not out: raise ValueError(f"{name}: expected a value or a non-empty list of values, got {v!r}")
+    return out
 
 def deviation_sweep(model:nn.Module,          # the original (trained) network
                     x:torch.Tensor,           # pruning images, e.g. `load_mnist().x_val`
@@ -481,10 +528,12 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
                     **options,                # passed to `compute_masks` for 'clustered' (clustering=, keep=)
                    )->pd.DataFrame:           # one row per (method, amount, seed)
     "Deviation, both bounds and Net Deviation of `model` pruned by every method × amount × seed."
-    _choice("norm", norm, NORMS); _choice("reduce", reduce, REDUCES); _choice("combine", combine, COMBINES); _choice("sign", sign, SIGNS)
-    methods, amounts, seeds = ([v] if isinstance(v, (str, int, float)) else list(v) for v in (methods, amounts, seeds))
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods: raise ValueError(f"methods: expected names among {list(METHODS)}, got {methods}")
+    check_choice(norm, "norm", NORMS); check_choice(reduce, "reduce", REDUCES); check_choice(combine, "combine", COMBINES); check_choice(sign, "sign", SIGNS)
+    methods, amounts, seeds = (_as_list(v, n) for v, n in ((methods, "methods"), (amounts, "amounts"), (seeds, "seeds")))
+    bad = [m for m in methods if not isinstance(m, str) or m not in METHODS]
+    if bad: raise ValueError(f"methods: expected names among {list(METHODS)}, got {methods}")
+    device = check_device(device)
+    x = _check_x(model, x)
     a = original_activations(model, x, device)
     rows = []
     for method, seed, amount in tqdm(list(product(methods, seeds, amounts)), desc=f"deviation {getattr(model, 'name', '')}",
@@ -503,6 +552,9 @@ def plot_sweep(df:pd.DataFrame,  # from `deviation_sweep` (one model)
                ax=None,          # matplotlib axes; default a new figure
               )->plt.Axes:
     "One line per method (mean over seeds) of column `y` against the pruning percentage, as in the paper's Figs 3.1-3.2."
+    if not isinstance(df, pd.DataFrame) or not {"method", "amount", "model", y} <= set(df.columns):
+        raise ValueError(f"df/y: expected a `deviation_sweep` DataFrame holding column {y!r}, "
+                         f"got {list(df.columns) if isinstance(df, pd.DataFrame) else type(df).__name__}")
     ax = ax or plt.subplots(figsize=(5, 3.2))[1]
     for method, g in df.groupby("method", sort=False):
         m = g.groupby("amount")[y].mean()

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .data import check_choice
+
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'MODELS', 'PRUNABLE', 'LayeredNet', 'lenet_300_100', 'lenet5', 'lenet5_caffe', 'get_model', 'n_params',
            'Stage', 'stages', 'prunable_layers']
@@ -24,6 +26,12 @@ class LayeredNet(nn.Sequential):
         self.input_shape, self.name = tuple(input_shape), name
 
     def forward(self, x:torch.Tensor)->torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ValueError(f"x: {self.name} expects floating-point images, got "
+                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}; "
+                             "scale/normalise them first, e.g. with `normalise`")
+        w = next(self.parameters(), None)
+        if w is not None and x.dtype != w.dtype: x = x.to(w.dtype)
         if x.dim() != len(self.input_shape)+1 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"x: {self.name} expects a batch of shape (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(x.shape)}")
@@ -65,12 +73,12 @@ def get_model(name:str, # 'lenet_300_100', 'lenet5' or 'lenet5_caffe'
               **kwargs, # passed to the constructor, e.g. `act="sigmoid"`
              )->LayeredNet:
     "A freshly initialised model by name."
-    if name not in MODELS: raise ValueError(f"model: expected one of {sorted(MODELS)}, got {name!r}")
-    return MODELS[name](**kwargs)
+    return MODELS[check_choice(name, "model", MODELS)](**kwargs)
 
 def n_params(model:nn.Module, # any network
             )->int:
     "Number of parameters (weights and biases)."
+    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters())
 
 # %% ../nbs/01_models.ipynb #b8d1116f

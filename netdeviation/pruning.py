@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_pruning.ipynb #8bfc5625
 from __future__ import annotations
-import copy, functools, numbers, warnings
+import contextlib, copy, functools, numbers, warnings
 
 import numpy as np
 import pandas as pd
@@ -16,13 +16,15 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
+from .data import check_choice, check_device, check_images, check_int
 from .models import Stage, stages, prunable_layers
 
 # %% auto #0
 __all__ = ['METHODS', 'CONNECTION_METHODS', 'NODE_METHODS', 'SCOPES', 'CLUSTERED_OPTIONS', 'n_pruned', 'magnitude_mask',
            'random_mask', 'effective', 'node_weight_norm', 'node_masks', 'keep_highest', 'stage_outputs', 'node_gram',
-           'gram_embedding', 'cluster_nodes', 'keep_one_per_cluster', 'keep_scores', 'merge_nodes', 'connection_masks',
-           'node_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks', 'prune', 'sparsity_report']
+           'first_equal_row', 'gram_embedding', 'node_points', 'cluster_nodes', 'keep_one_per_cluster', 'keep_scores',
+           'merge_nodes', 'connection_masks', 'node_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks',
+           'prune', 'sparsity_report']
 
 # %% ../nbs/03_pruning.ipynb #aa4728a9
 METHODS = ("random", "magnitude", "random_node", "magnitude_node", "clustered")
@@ -33,30 +35,21 @@ CLUSTERED_OPTIONS = {"clustering": ("kmeans", "ward"),                        # 
                      "keep": ("random", "centre", "weight_norm", "bias"),
                      "merge": (False, True)}
 
-def n_pruned(n:int,         # number of weights (or nodes) in the layer
-             amount:float,  # fraction to prune, in [0, 1)
-            )->int:
-    "Number of units pruned: `round(amount*n)`, as torch's `_compute_nparams_toprune`."
-    return round(amount*n)
-
-def _choice(name:str, value, choices)->object:
-    if value not in choices: raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-    return value
-
 def _check_amount(amount)->float:
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
-        raise TypeError(f"amount: expected a fraction in [0, 1), got {type(amount).__name__}")
+        raise TypeError(f"amount: expected a fraction in [0, 1), got {type(amount).__name__} {amount!r}")
     if not 0 <= amount < 1: raise ValueError(f"amount: expected a fraction in [0, 1), got {amount}")
     return float(amount)
 
-def _check_seed(seed)->int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
-    return int(seed)
+def n_pruned(n:int,         # number of weights (or nodes) not yet pruned
+             amount:float,  # fraction of them to prune, in [0, 1)
+            )->int:
+    "Number of units pruned: `round(amount*n)`, as torch's `_compute_nparams_toprune`."
+    return round(_check_amount(amount)*check_int(n, "n", 0))
 
 def _check_count(n:int, amount:float, what:str)->int:
     k = n_pruned(n, amount)
-    if k >= n: raise ValueError(f"amount: {amount} would prune all {n} {what}; use a smaller amount")
+    if n and k >= n: raise ValueError(f"amount: {amount} would prune all {n} {what}; use a smaller amount")
     return k
 
 # %% ../nbs/03_pruning.ipynb #a9dff9b8
@@ -64,22 +57,47 @@ def _generator(seed:int, *stream:int)->torch.Generator:
     "A CPU generator for one random stream, seeded by `(seed, *stream)`."
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *stream]).generate_state(1)[0]))
 
+def _check_tensor(t, name:str, what:str)->torch.Tensor:
+    if not isinstance(t, torch.Tensor): raise TypeError(f"{name}: expected {what} as a torch.Tensor, got {type(t).__name__}")
+    return t
+
+def _check_generator(generator)->torch.Generator:
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise TypeError(f"generator: expected a CPU torch.Generator, e.g. torch.Generator().manual_seed(0), got {generator!r}")
+    return generator
+
 # %% ../nbs/03_pruning.ipynb #f199b755
-def magnitude_mask(w:torch.Tensor,  # weights (any shape)
-                   amount:float,     # fraction of entries to prune
-                  )->torch.Tensor:   # 0/1 mask of `w`'s shape and dtype
-    "Mask pruning the `round(amount*w.numel())` weights of smallest |w|."
-    mask = torch.ones_like(w)
-    mask.view(-1)[torch.argsort(w.detach().abs().flatten(), stable=True)[:n_pruned(w.numel(), amount)]] = 0
+def _remaining(w:torch.Tensor, default_mask, names=("w", "default_mask"))->torch.Tensor:
+    "Flat indices of the entries of `w` not yet pruned (where `default_mask` is 1; all when it is None)."
+    _check_tensor(w, names[0], "a tensor")
+    if default_mask is None: return torch.arange(w.numel(), device=w.device)
+    _check_tensor(default_mask, names[1], "a 0/1 mask")
+    if default_mask.shape != w.shape:
+        raise ValueError(f"{names[1]}: expected the shape of {names[0]} {tuple(w.shape)}, got {tuple(default_mask.shape)}")
+    return torch.nonzero(default_mask.flatten().to(w.device) == 1).flatten()
+
+def magnitude_mask(w:torch.Tensor,    # weights (any shape)
+                   amount:float,      # fraction of the unpruned entries to prune
+                   default_mask=None, # 0/1 mask of entries already pruned (0); None: none
+                  )->torch.Tensor:    # 0/1 mask of `w`'s shape and dtype, within `default_mask`
+    "Mask pruning the `round(amount*n)` of smallest |w| among the `n` entries `default_mask` keeps (torch's `l1_unstructured`)."
+    idx = _remaining(w, default_mask)
+    if not bool(torch.isfinite(w).all()): raise ValueError("w: holds NaN or inf; magnitudes need finite weights")
+    mask = torch.zeros_like(w) if default_mask is not None else torch.ones_like(w)
+    mask.view(-1)[idx] = 1
+    mask.view(-1)[idx[torch.argsort(w.detach().flatten()[idx].abs(), stable=True)[:n_pruned(len(idx), amount)]]] = 0
     return mask
 
 def random_mask(w:torch.Tensor,             # weights (any shape)
-                amount:float,               # fraction of entries to prune
+                amount:float,               # fraction of the unpruned entries to prune
                 generator:torch.Generator,  # a CPU generator (the draw is device-independent)
-               )->torch.Tensor:
-    "Mask pruning `round(amount*w.numel())` weights chosen uniformly at random."
-    mask = torch.ones_like(w)
-    mask.view(-1)[torch.randperm(w.numel(), generator=generator)[:n_pruned(w.numel(), amount)].to(w.device)] = 0
+                default_mask=None,          # 0/1 mask of entries already pruned (0); None: none
+               )->torch.Tensor:             # 0/1 mask of `w`'s shape and dtype, within `default_mask`
+    "Mask pruning `round(amount*n)` of the `n` entries `default_mask` keeps, chosen uniformly at random."
+    idx, generator = _remaining(w, default_mask), _check_generator(generator)
+    mask = torch.zeros_like(w) if default_mask is not None else torch.ones_like(w)
+    mask.view(-1)[idx] = 1
+    mask.view(-1)[idx[torch.randperm(len(idx), generator=generator)[:n_pruned(len(idx), amount)].to(w.device)]] = 0
     return mask
 
 # %% ../nbs/03_pruning.ipynb #9845672f
@@ -87,8 +105,12 @@ def effective(layer:nn.Module, # a Linear or Conv2d, pruned or not
               p:str="weight",   # 'weight' or 'bias'
              )->torch.Tensor:
     "The masked value of parameter `p` (`p_orig * p_mask` when pruned), current even before the next forward pass."
+    if not isinstance(layer, nn.Module): raise TypeError(f"layer: expected an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
+    check_choice(p, "p", ("weight", "bias"))
     orig = getattr(layer, p + "_orig", None)
-    return (getattr(layer, p) if orig is None else orig * getattr(layer, p + "_mask")).detach()
+    t = getattr(layer, p) if orig is None else orig * getattr(layer, p + "_mask")
+    if t is None: raise ValueError(f"p: {type(layer).__name__} has no {p}")
+    return t.detach()
 
 def _out_view(w:torch.Tensor, n:int)->torch.Tensor:
     "Next-layer weight (or mask) viewed as (outputs, n, r): the r inputs fed by each of the n nodes."
@@ -99,6 +121,11 @@ def _check_links(st:list[Stage]):
         n, n_in = s.n_out, nxt.layer.weight.shape[1]
         ok = n_in == n if isinstance(nxt.layer, nn.Conv2d) else n_in % n == 0
         if not ok: raise ValueError(f"model: the {n_in} inputs of '{nxt.name}' do not map onto the {n} nodes of '{s.name}'")
+
+def _remaining_nodes(s:Stage)->torch.Tensor:
+    "Nodes of stage `s` not pruned yet: some incoming weight still unmasked (torch's rule for structured pruning)."
+    mask = getattr(s.layer, "weight_mask", None)
+    return torch.ones(s.n_out, dtype=torch.bool, device=s.layer.weight.device) if mask is None else (mask.view(s.n_out, -1) != 0).any(1)
 
 def node_weight_norm(stage:Stage, # a hidden stage
                      nxt:Stage,   # the stage after it
@@ -112,13 +139,23 @@ def _ones(st:list[Stage], device)->dict:
     return {s.name: {p: torch.ones_like(t, device=device) for p in ("weight", "bias")
                      if (t := getattr(s.layer, p)) is not None} for s in st}
 
+def _check_keep(keep, st:list[Stage])->dict:
+    hidden = {s.name: s.n_out for s in st if s.hidden}
+    if not isinstance(keep, dict): raise TypeError(f"keep: expected a dict {{hidden layer name: bool tensor}}, got {type(keep).__name__}")
+    for name, k in keep.items():
+        if name not in hidden: raise ValueError(f"keep: expected hidden layer names among {list(hidden)}, got {name!r}")
+        if not isinstance(k, torch.Tensor) or k.dtype != torch.bool or k.shape != (hidden[name],):
+            raise ValueError(f"keep: '{name}' needs a bool tensor of shape ({hidden[name]},) (True = kept), got "
+                             f"{getattr(k, 'dtype', type(k).__name__)} {tuple(getattr(k, 'shape', ()))}")
+    return keep
+
 def node_masks(model:nn.Sequential, # the network (only shapes are read)
                keep:dict,           # {hidden layer name: bool tensor, True = node kept}
                device="cpu",        # where the masks are made
               )->dict:              # {layer: {'weight': mask, 'bias': mask}} for every prunable layer
     "Masks removing every node not kept: its incoming weights, its bias and its outgoing weights."
-    st = stages(model)[1]
-    _check_links(st)
+    st, device = stages(model)[1], check_device(device)
+    _check_links(st); _check_keep(keep, st)
     masks = _ones(st, device)
     for s, nxt in zip(st, st[1:]):
         if s.name not in keep: continue
@@ -130,19 +167,33 @@ def node_masks(model:nn.Sequential, # the network (only shapes are read)
 
 # %% ../nbs/03_pruning.ipynb #d5dd9a02
 def keep_highest(scores:torch.Tensor, # one score per node
-                 amount:float,        # fraction of nodes to prune
+                 amount:float,        # fraction of the unpruned nodes to prune
+                 remaining=None,      # bool, True = not pruned yet; None: all
                 )->torch.Tensor:      # bool, True = kept
-    "Keep all nodes but the `round(amount*n)` of lowest score (ties: the lower index goes first)."
-    keep = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
-    keep[torch.argsort(scores, stable=True)[:n_pruned(len(scores), amount)]] = False
+    "Keep all nodes but the `round(amount*n)` of lowest score among the `n` remaining (ties: the lower index goes first)."
+    scores = _check_tensor(scores, "scores", "one score per node")
+    if scores.dim() != 1 or torch.isnan(scores).any():
+        raise ValueError(f"scores: expected one score per node (not NaN), shape (n,), got {tuple(scores.shape)}")
+    idx = _remaining(scores, None if remaining is None else _check_tensor(remaining, "remaining", "a bool vector").to(scores.dtype),
+                     ("scores", "remaining"))
+    keep = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
+    keep[idx] = True
+    keep[idx[torch.argsort(scores[idx], stable=True)[:n_pruned(len(idx), amount)]]] = False
     return keep
 
 # %% ../nbs/03_pruning.ipynb #80ac14cd
 def _on_device(model:nn.Module, device)->nn.Module:
     "`model` itself when its parameters are on `device`, else a copy moved there."
-    dev, p = torch.device(device), next(model.parameters(), None)
+    dev, p = check_device(device), next(model.parameters(), None)
     same = p is None or (p.device.type == dev.type and (dev.index is None or dev.index == p.device.index))
     return model if same else copy_model(model).to(dev)
+
+def _check_batch(model:nn.Module, x, name:str)->torch.Tensor:
+    "`x` as finite float32 images of the shape `model` takes (`check_images`, then the shape)."
+    x, shape = check_images(x, name), getattr(model, "input_shape", None)
+    if x.dim() < 2 or (shape is not None and tuple(x.shape[1:]) != tuple(shape)):
+        raise ValueError(f"{name}: expected a batch of shape (N, {', '.join(map(str, shape or ('...',)))}), got {tuple(x.shape)}")
+    return x
 
 @torch.no_grad()
 def stage_outputs(model:nn.Sequential, # original (unpruned or pruned) network
@@ -151,6 +202,9 @@ def stage_outputs(model:nn.Sequential, # original (unpruned or pruned) network
                   batch_size:int=1000, # images per forward pass
                  )->dict:              # {layer name: stage output on all of `x`}
     "Output of every stage (the paper's $Y^{(l)}$: layer, then its $f$) on `x`."
+    stages(model)
+    x, batch_size = _check_batch(model, x, "x"), check_int(batch_size, "batch_size", 1)
+    device = check_device(device)
     net = _on_device(model, device)
     prefix, st = stages(net)
     was_training = net.training
@@ -164,54 +218,116 @@ def stage_outputs(model:nn.Sequential, # original (unpruned or pruned) network
     return {k: torch.cat(v) for k, v in outs.items()}
 
 # %% ../nbs/03_pruning.ipynb #733ade44
-def node_gram(y:torch.Tensor, # a stage output, (N, n, ...) or (N, n*r) after `Flatten`
-              n:int,          # number of nodes (filters) of the stage
-             )->tuple:        # G (n, n), the mean m (n,) of each node's activations, and D (coordinates per node)
-    "Gram matrix $G = XX^T$ (float64) of the nodes' activation vectors $X$ (one row per node)."
-    X = y.detach().reshape(len(y), n, -1).transpose(0, 1).reshape(n, -1).double()   # row i: node i over the batch
-    return X @ X.T, X.mean(1), X.shape[1]
-
 @functools.cache
 def _threadpools()->ThreadpoolController: return ThreadpoolController()  # finding the BLAS libraries is slow: once
 
+@contextlib.contextmanager
 def _one_thread():
-    "Run small NumPy/scikit-learn problems on one BLAS/OpenMP thread (faster than two, and deterministic)."
-    return _threadpools().limit(limits=1)
+    "One thread for torch (intra-op pool, MKL) and for NumPy/scikit-learn (BLAS, OpenMP): a fixed reduction order."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _threadpools().limit(limits=1): yield
+    finally: torch.set_num_threads(n)
+
+def _node_rows(y:torch.Tensor, n:int, name:str="y")->torch.Tensor:
+    "Row i: node i's activations over the batch, the point node i is clustered as."
+    y = _check_tensor(y, name, "a stage output")
+    if y.dim() < 2 or y.shape[1] % check_int(n, "n", 1):
+        raise ValueError(f"{name}: expected a stage output of shape (N, {n}, ...) or (N, {n}*r), got {tuple(y.shape)}")
+    if not bool(torch.isfinite(y).all()): raise ValueError(f"{name}: holds NaN or inf; check the images and the model")
+    return y.detach().reshape(len(y), n, -1).transpose(0, 1).reshape(n, -1)
+
+def node_gram(y:torch.Tensor, # a stage output, (N, n, ...) or (N, n*r) after `Flatten`
+              n:int,          # number of nodes (filters) of the stage
+             )->tuple:        # G (n, n), the mean m (n,) of each node's activations, and D (coordinates per node)
+    "Gram matrix $G = XX^T$ (float64, one thread: a fixed summation order) of the nodes' activation vectors $X$ (one row per node)."
+    return _gram(_node_rows(y, n))
+
+def _gram(X:torch.Tensor)->tuple:
+    X = X.double()
+    with _one_thread(): return X @ X.T, X.mean(1), X.shape[1]
+
+def first_equal_row(X:torch.Tensor, # (n, D) one row per point
+                   )->np.ndarray:   # (n,) index of the first row exactly equal to each row (itself if none)
+    "Exact duplicate rows of `X`, found by an integer checksum of their bits (order-free, so thread-independent) and checked."
+    X = _check_tensor(X, "X", "one row per point")
+    if X.dim() != 2: raise ValueError(f"X: expected a matrix (n, D), got shape {tuple(X.shape)}")
+    X = X.detach().float() + 0.0 if X.dtype not in (torch.float32, torch.float64) else X.detach() + 0.0   # -0.0 -> 0.0
+    bits = X.view(torch.int32 if X.dtype == torch.float32 else torch.int64).long()
+    w = torch.arange(X.shape[1], device=X.device) % 1021 + 1
+    keys = torch.stack([bits.sum(1), (bits * w).sum(1)], 1).tolist()   # integer sums: exact in any order (mod 2**64)
+    first, seen = np.arange(len(X)), {}
+    for i, key in enumerate(map(tuple, keys)):
+        j = next((j for j in seen.get(key, []) if torch.equal(X[i], X[j])), None)
+        if j is None: seen.setdefault(key, []).append(i)
+        else: first[i] = j
+    return first
 
 def gram_embedding(G:torch.Tensor, # Gram matrix of n points
                   )->np.ndarray:   # (n, n) points with the same pairwise distances
-    "Points $Z = V\\Lambda^{1/2}$ from the centred Gram matrix $JGJ = V\\Lambda V^T$."
+    "Points $Z = V\\Lambda^{1/2}$ from the centred Gram matrix $JGJ = V\\Lambda V^T$ (rounding-level eigenvalues set to 0)."
+    G = _check_tensor(G, "G", "a Gram matrix")
+    if G.dim() != 2 or G.shape[0] != G.shape[1] or not bool(torch.isfinite(G).all()):
+        raise ValueError(f"G: expected a finite square Gram matrix (n, n) from `node_gram`, got shape {tuple(G.shape)}")
     G = G.double().cpu().numpy()
     Gc = G - G.mean(0) - G.mean(1)[:, None] + G.mean()         # J G J, J = I - 11^T/n
     with _one_thread(): lam, V = np.linalg.eigh(Gc)
-    return V * np.sqrt(np.clip(lam, 0, None))
+    lam = np.where(lam > len(lam)*np.finfo(float).eps*max(lam.max(initial=0), 0), lam, 0)   # rounding noise, not spread
+    return V * np.sqrt(lam)
+
+def node_points(y:torch.Tensor,     # a stage output, (N, n, ...) or (N, n*r) after `Flatten`
+                n:int,              # number of nodes (filters) of the stage
+                nodes=None,         # indices of the nodes to embed; default all
+               )->tuple:            # Z (len(nodes), d) points to cluster, and (G, m, D) of `node_gram` (all n nodes)
+    "One point per node with the pairwise distances of the activation vectors; exactly equal vectors give equal points."
+    X = _node_rows(y, n)
+    G, m, D = _gram(X)
+    r = np.arange(n) if nodes is None else np.asarray(nodes, dtype=int)
+    first = first_equal_row(X if len(r) == n else X[torch.as_tensor(r, device=X.device)])
+    u = r[np.unique(first)]                                     # one representative per distinct vector, in node order
+    iu = torch.as_tensor(u, device=G.device)
+    Zu = gram_embedding(G[iu][:, iu])
+    return Zu[np.searchsorted(np.unique(first), first)], (G, m, D)
 
 # %% ../nbs/03_pruning.ipynb #daddd794
 def cluster_nodes(Z:np.ndarray,           # (n, d) one point per node
-                  k:int,                  # number of clusters
+                  k:int,                  # number of clusters, 1 <= k <= n
                   clustering:str="kmeans",# 'kmeans' or 'ward'
                   seed:int=0,             # `random_state` of k-means
                  )->tuple:                # labels (n,), distance of each node to its cluster mean (n,)
-    "Cluster the nodes' points into `k` groups with scikit-learn."
-    _choice("clustering", clustering, CLUSTERED_OPTIONS["clustering"])
+    "Cluster the nodes' points into `k` groups with scikit-learn (on one thread)."
+    check_choice(clustering, "clustering", CLUSTERED_OPTIONS["clustering"]); seed = check_int(seed, "seed", 0)
+    Z = np.asarray(Z, dtype=np.float64) if isinstance(Z, (np.ndarray, list, tuple)) else _check_tensor(Z, "Z", "points").detach().cpu().double().numpy()
+    if Z.ndim != 2 or not len(Z) or not np.isfinite(Z).all():
+        raise ValueError(f"Z: expected finite points, shape (n, d) with n >= 1, got shape {Z.shape}")
+    k = check_int(k, "k", 1)
+    if k > len(Z): raise ValueError(f"k: expected at most one cluster per point (n = {len(Z)}), got {k}")
     with _one_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than k: handled by the keep step
         algo = KMeans(k, random_state=seed) if clustering == "kmeans" else AgglomerativeClustering(k, linkage="ward")
         labels = algo.fit_predict(Z)
-    onehot = np.eye(k)[labels]
-    centres = onehot.T @ Z / np.maximum(onehot.sum(0), 1)[:, None]
-    return labels, np.linalg.norm(Z - centres[labels], axis=1)
+        onehot = np.eye(k)[labels]
+        centres = onehot.T @ Z / np.maximum(onehot.sum(0), 1)[:, None]
+        return labels, np.linalg.norm(Z - centres[labels], axis=1)
 
 # %% ../nbs/03_pruning.ipynb #1945d4f8
 def keep_one_per_cluster(labels:np.ndarray, # cluster of each node
                          scores,            # keep score of each node (higher is kept first)
-                         k:int,             # nodes to keep
+                         k:int,             # nodes to keep, 1 <= k <= n
                         )->np.ndarray:      # bool (n,), True = kept
     "Keep the best-scoring node of each cluster, topped up with the best others to exactly `k`."
+    labels = np.asarray(labels)
     scores = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64)
+    if labels.ndim != 1 or scores.shape != labels.shape or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels/scores: expected one integer label and one score per node, got shapes {labels.shape} and {scores.shape}")
+    if np.isnan(scores).any(): raise ValueError("scores: expected numbers, got NaN")
+    k = check_int(k, "k", 1)
+    if k > len(labels): raise ValueError(f"k: expected at most the {len(labels)} nodes, got {k}")
     order = np.argsort(-scores, kind="stable")
     first = np.zeros(len(order), dtype=bool)
     first[np.unique(labels[order], return_index=True)[1]] = True    # best node of each cluster, in score order
+    if first.sum() > k: raise ValueError(f"k: {k} is fewer than the {first.sum()} clusters; every cluster keeps a node")
     top_up = ~first & (np.cumsum(~first) <= k - first.sum())
     keep = np.zeros(len(order), dtype=bool)
     keep[order[first | top_up]] = True
@@ -224,7 +340,8 @@ def keep_scores(rule:str,            # 'random', 'centre', 'weight_norm' or 'bia
                 generator:torch.Generator, # CPU generator of the layer's random stream (rule 'random')
                )->torch.Tensor:      # one score per node, higher = kept first
     "Keep score of each node under `rule`."
-    if rule == "random": return torch.rand(stage.n_out, generator=generator)
+    check_choice(rule, "rule", CLUSTERED_OPTIONS["keep"])
+    if rule == "random": return torch.rand(stage.n_out, generator=_check_generator(generator))
     if rule == "centre": return -torch.as_tensor(dist)
     if rule == "weight_norm": return node_weight_norm(stage, nxt)                 # eq. 4.12
     if stage.layer.bias is None: raise ValueError(f"keep: 'bias' needs a bias in '{stage.name}'")
@@ -235,88 +352,109 @@ def keep_scores(rule:str,            # 'random', 'centre', 'weight_norm' or 'bia
 def merge_nodes(stage:Stage,         # the hidden stage being pruned
                 nxt:Stage,           # the stage after it (weights and bias updated in place)
                 keep:np.ndarray,     # bool (n,), True = kept
-                labels:np.ndarray,   # cluster of each node
+                labels:np.ndarray,   # cluster of each node; -1: pruned before, left alone
                 G:torch.Tensor,      # Gram matrix of the original activations, from `node_gram`
                 m:torch.Tensor,      # mean activation of each node, from `node_gram`
                 D:int,               # coordinates per node, from `node_gram`
                ):
     "Fold each pruned node $u$ into its cluster's kept node $s$: $w_s$ += $\\alpha w_u$, next bias += $\\beta \\sum w_u$."
-    kept = np.flatnonzero(keep)
+    keep, labels = np.asarray(keep, dtype=bool), np.asarray(labels)
+    if keep.shape != (stage.n_out,) or labels.shape != keep.shape:
+        raise ValueError(f"keep/labels: expected one entry per node of '{stage.name}' ({stage.n_out},), got {keep.shape} and {labels.shape}")
+    kept = np.flatnonzero(keep & (labels >= 0))
     lab, first = np.unique(labels[kept], return_index=True)
-    rep_of = np.zeros(labels.max()+1, dtype=int); rep_of[lab] = kept[first]
-    u = torch.as_tensor(np.flatnonzero(~keep), device=G.device)
-    s = torch.as_tensor(rep_of[labels[u.cpu().numpy()]], device=G.device)
+    rep_of = np.full(labels.max()+1, -1); rep_of[lab] = kept[first]
+    u_np = np.flatnonzero(~keep & (labels >= 0))
+    if (rep_of[labels[u_np]] < 0).any(): raise ValueError("labels: every cluster with a pruned node must keep a node")
+    u = torch.as_tensor(u_np, device=G.device)
+    s = torch.as_tensor(rep_of[labels[u_np]], device=G.device)
     var_s = G[s, s]/D - m[s]**2
     alpha = torch.where(var_s > 1e-10*G[s, s]/D, (G[u, s]/D - m[u]*m[s])/var_s.clamp(min=1e-300), 0.)  # least squares f_u ≈ α f_s + β
     beta = m[u] - alpha*m[s]
     w = _out_view(getattr(nxt.layer, "weight_orig", nxt.layer.weight), stage.n_out)
-    w_u = _out_view(effective(nxt.layer), stage.n_out)[:, u, :].double()
+    w_u = _out_view(effective(nxt.layer), stage.n_out)[:, u.to(w.device), :].double()
     bias = getattr(nxt.layer, "bias_orig", nxt.layer.bias)
-    if bias is not None: bias.add_((w_u.sum(2) * beta).sum(1).to(bias.dtype))       # b_k += β Σ w_uk (corrected)
-    w.index_add_(1, s, (w_u * alpha[None, :, None]).to(w.dtype))                      # w_sk += α w_uk
+    if bias is not None: bias.add_((w_u.sum(2) * beta.to(w.device)).sum(1).to(bias.dtype))       # b_k += β Σ w_uk (corrected)
+    w.index_add_(1, s.to(w.device), (w_u * alpha.to(w.device)[None, :, None]).to(w.dtype))        # w_sk += α w_uk
 
 # %% ../nbs/03_pruning.ipynb #8086fdf9
 def _check_options(method:str, options:dict)->dict:
     allowed = CLUSTERED_OPTIONS if method == "clustered" else {}
     bad = sorted(set(options) - set(allowed))
     if bad: raise ValueError(f"options: method {method!r} accepts {sorted(allowed) or 'no options'}, got {bad}")
-    return {k: _choice(k, options.get(k, v[0]), v) for k, v in allowed.items()}
+    return {k: check_choice(options.get(k, v[0]), k, v) for k, v in allowed.items()}
 
 def _selected(st:list[Stage], layers, node:bool)->list[Stage]:
     pool = [s for s in st if s.hidden] if node else st
     if node and not pool: raise ValueError("model: has no hidden layer, so no nodes to prune")
     names = [s.name for s in pool]
-    layers = [layers] if isinstance(layers, str) else names if layers is None else list(layers)
-    bad = [n for n in layers if n not in names]
-    if bad: raise ValueError(f"layers: expected names among {names}{' (node methods prune hidden layers only)' if node else ''}, got {bad}")
+    want = f"names among {names}{' (node methods prune hidden layers only)' if node else ''}"
+    if layers is None: return pool
+    if isinstance(layers, str): layers = [layers]
+    try: layers = list(layers)
+    except TypeError: raise TypeError(f"layers: expected None (all) or a list of {want}, got {type(layers).__name__} {layers!r}") from None
+    if not layers: raise ValueError(f"layers: expected at least one of the {want}, got an empty list; pass None to prune all")
+    bad = [n for n in layers if not isinstance(n, str) or n not in names]
+    if bad: raise ValueError(f"layers: expected {want}, got {bad}")
     return [s for s in pool if s.name in layers]
 
 def _check_data(model:nn.Module, data)->torch.Tensor:
     if data is None: raise ValueError("data: clustered pruning needs the pruning images, e.g. `load_mnist().pruning_data[0]`")
-    if not isinstance(data, torch.Tensor) or not data.is_floating_point():
-        raise TypeError(f"data: expected a float tensor of images, e.g. `load_mnist().pruning_data[0]`, got {type(data).__name__}")
-    shape = getattr(model, "input_shape", None)
-    if len(data) == 0 or (shape is not None and tuple(data.shape[1:]) != tuple(shape)):
-        raise ValueError(f"data: expected a non-empty batch of shape (N, {', '.join(map(str, shape or ('...',)))}), got {tuple(data.shape)}")
-    return data
+    return _check_batch(model, data, "data")
 
 def _check_activations(activations:dict, st:list[Stage])->dict:
     if not isinstance(activations, dict): raise TypeError(f"activations: expected a dict from `stage_outputs`, got {type(activations).__name__}")
+    out = {}
     for s in st:
         y = activations.get(s.name)
         if not isinstance(y, torch.Tensor) or y.dim() < 2 or y.shape[1] % s.n_out:
             raise ValueError(f"activations: expected the stage output of '{s.name}' (N, {s.n_out}, ...) from `stage_outputs`, "
                              f"got {None if y is None else tuple(getattr(y, 'shape', ()))}")
-    return activations
+        out[s.name] = check_images(y, f"activations['{s.name}']")
+    return out
+
+def _remaining_weights(s:Stage)->torch.Tensor|None:
+    return getattr(s.layer, "weight_mask", None)
 
 def connection_masks(st:list[Stage], # stages of the network (`stages(model)[1]`)
                      method:str,     # 'random' or 'magnitude'
-                     amount:float,   # fraction of weights to prune, per layer or over all selected layers
+                     amount:float,   # fraction of the unpruned weights to prune, per layer or over all selected layers
                      scope:str,      # 'layer' or 'global'
                      seed:int,       # seeds the random masks
                      selected:list[Stage], # the stages whose weights are pruned
                     )->dict:         # {layer: weight mask} for the selected layers
-    "Weight masks of a connection method, layer by layer or with one global ranking."
+    "Weight masks of a connection method, layer by layer or with one global ranking, among the weights not pruned yet."
+    check_choice(method, "method", CONNECTION_METHODS); check_choice(scope, "scope", SCOPES)
+    amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
     pos = {s.name: i for i, s in enumerate(st)}
     ws = {s.name: effective(s.layer) for s in selected}
-    def one(w, *stream): return magnitude_mask(w, amount) if method == "magnitude" else random_mask(w, amount, _generator(seed, *stream))
+    old = {s.name: (m if (m := _remaining_weights(s)) is not None else torch.ones_like(ws[s.name])).to(ws[s.name]) for s in selected}
+    def one(w, old, *stream):
+        return magnitude_mask(w, amount, old) if method == "magnitude" else random_mask(w, amount, _generator(seed, *stream), old)
     if scope == "layer":
-        for n, w in ws.items(): _check_count(w.numel(), amount, f"weights of {n!r}")
-        return {n: one(w, pos[n]) for n, w in ws.items()}
-    _check_count(sum(w.numel() for w in ws.values()), amount, "selected weights")
-    flat = one(torch.cat([w.flatten() for w in ws.values()]))
+        for n, w in ws.items(): _check_count(int(old[n].sum()), amount, f"unpruned weights of {n!r}")
+        return {n: one(w, old[n], pos[n]) for n, w in ws.items()}
+    _check_count(sum(int(m.sum()) for m in old.values()), amount, "unpruned selected weights")
+    flat = one(torch.cat([w.flatten() for w in ws.values()]), torch.cat([m.flatten() for m in old.values()]))
     return {n: m.view_as(w) for (n, w), m in zip(ws.items(), flat.split([w.numel() for w in ws.values()]))}
 
 # %% ../nbs/03_pruning.ipynb #f523b26e
-def _cluster_layer(s:Stage, nxt:Stage, y:torch.Tensor, n_prune:int, clustering:str, keep:str, seed:int, g)->dict:
-    G, m, D = node_gram(y, s.n_out)
-    labels, dist = cluster_nodes(gram_embedding(G), s.n_out - n_prune, clustering, seed)
-    kept = keep_one_per_cluster(labels, keep_scores(keep, s, nxt, dist, g), s.n_out - n_prune)
-    return {"keep": torch.as_tensor(kept), "labels": labels, "G": G, "m": m, "D": D}
+def _cluster_layer(s:Stage, nxt:Stage, y:torch.Tensor, remaining:torch.Tensor, n_prune:int, clustering:str, keep:str,
+                   seed:int, g)->dict:
+    "Clustered pruning of one layer: cluster the nodes not pruned yet, keep one per cluster (and top up)."
+    r = np.flatnonzero(remaining.cpu().numpy())
+    Z, (G, m, D) = node_points(y, s.n_out, r)
+    labels, dist = cluster_nodes(Z, len(r) - n_prune, clustering, seed)
+    full_dist = np.zeros(s.n_out); full_dist[r] = dist
+    scores = keep_scores(keep, s, nxt, full_dist, g)
+    kept = np.zeros(s.n_out, dtype=bool)
+    kept[r] = keep_one_per_cluster(labels, torch.as_tensor(scores)[torch.as_tensor(r)], len(r) - n_prune)
+    full_labels = np.full(s.n_out, -1); full_labels[r] = labels
+    return {"keep": torch.as_tensor(kept), "labels": full_labels, "G": G, "m": m, "D": D}
 
 def node_plan(net:nn.Sequential,      # the network, on `device`
               method:str,              # 'random_node', 'magnitude_node' or 'clustered'
-              amount:float,            # fraction of nodes to prune in each selected layer
+              amount:float,            # fraction of the unpruned nodes to prune in each selected layer
               selected:list[Stage],    # the hidden stages whose nodes are pruned
               seed:int,                # seeds random scores and k-means
               device="cpu",            # where to compute
@@ -326,11 +464,15 @@ def node_plan(net:nn.Sequential,      # the network, on `device`
               keep:str="random",       # keep rule: 'random', 'centre', 'weight_norm' or 'bias'
               progress:bool=False,     # progress bar over layers
              )->dict:                  # {layer: {'keep': bool tensor, and for 'clustered' labels, G, m, D}}
-    "Which nodes each selected hidden layer keeps under a node method."
+    "Which nodes each selected hidden layer keeps under a node method (nodes pruned before stay pruned)."
+    check_choice(method, "method", NODE_METHODS); amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
+    check_choice(clustering, "clustering", CLUSTERED_OPTIONS["clustering"]); check_choice(keep, "keep", CLUSTERED_OPTIONS["keep"])
+    device = check_device(device)
     st = stages(net)[1]
     _check_links(st)
     pos, nxt = {s.name: i for i, s in enumerate(st)}, {s.name: t for s, t in zip(st, st[1:])}
-    counts = {s.name: _check_count(s.n_out, amount, f"nodes of {s.name!r}") for s in selected}
+    left = {s.name: _remaining_nodes(s).to(device) for s in selected}
+    counts = {s.name: _check_count(int(left[s.name].sum()), amount, f"unpruned nodes of {s.name!r}") for s in selected}
     if method == "clustered" and any(counts.values()):
         acts = (_check_activations(activations, selected) if activations is not None
                 else stage_outputs(net, _check_data(net, data), device))
@@ -338,11 +480,12 @@ def node_plan(net:nn.Sequential,      # the network, on `device`
     for s in tqdm(selected, desc=method, disable=not progress, leave=False):
         g = _generator(seed, pos[s.name])
         if method == "clustered" and counts[s.name]:
-            plan[s.name] = _cluster_layer(s, nxt[s.name], acts[s.name].to(device), counts[s.name], clustering, keep, seed, g)
+            plan[s.name] = _cluster_layer(s, nxt[s.name], acts[s.name].to(device), left[s.name], counts[s.name],
+                                          clustering, keep, seed, g)
         else:
             scores = (node_weight_norm(s, nxt[s.name]) if method == "magnitude_node"      # eq. 4.12
                       else torch.rand(s.n_out, generator=g).to(device))
-            plan[s.name] = {"keep": keep_highest(scores, amount)}
+            plan[s.name] = {"keep": keep_highest(scores, amount, left[s.name])}
     return plan
 
 # %% ../nbs/03_pruning.ipynb #216b1847
@@ -353,15 +496,25 @@ def get_masks(model:nn.Sequential, # a pruned (or dense) network
                 for p in ("weight", "bias") if (t := getattr(l, p)) is not None}
             for n, l in prunable_layers(model)}
 
+def _check_weights(st:list[Stage]):
+    for s in st:
+        for p in ("weight", "bias"):
+            if getattr(s.layer, p) is not None and not bool(torch.isfinite(effective(s.layer, p)).all()):
+                raise ValueError(f"model: {s.name}.{p} holds NaN or inf; prune a trained model with finite weights")
+
 def _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options)->tuple:
     "Checked arguments, the network on `device`, new masks and (node methods) the node plan."
-    _choice("method", method, METHODS)
-    opts, amount, seed = _check_options(method, options), _check_amount(amount), _check_seed(seed)
-    if _choice("scope", scope, SCOPES) == "global" and method in NODE_METHODS:
+    stages(model)
+    check_choice(method, "method", METHODS)
+    opts, amount, seed = _check_options(method, options), _check_amount(amount), check_int(seed, "seed", 0)
+    if check_choice(scope, "scope", SCOPES) == "global" and method in NODE_METHODS:
         raise ValueError(f"scope: 'global' is for the connection methods {list(CONNECTION_METHODS)}; node methods prune each hidden layer by `amount`")
+    if not isinstance(progress, bool): raise TypeError(f"progress: expected True or False, got {progress!r}")
+    device = check_device(device)
     net = _on_device(model, device)
     st = stages(net)[1]
     selected = _selected(st, layers, method in NODE_METHODS)
+    _check_weights(st)
     masks, plan = _ones(st, device), None
     if method in CONNECTION_METHODS:
         for n, m in connection_masks(st, method, amount, scope, seed, selected).items(): masks[n]["weight"] = m
@@ -372,9 +525,9 @@ def _plan(model, method, amount, data, scope, seed, layers, device, activations,
     old = get_masks(net)
     return net, {n: {p: m*old[n][p].to(device) for p, m in d.items()} for n, d in masks.items()}, plan, opts
 
-def compute_masks(model:nn.Sequential,  # trained network (left untouched)
+def compute_masks(model:nn.Sequential,  # trained network (left untouched), pruned or not
                   method:str,           # one of `METHODS`
-                  amount:float,         # fraction of weights per layer (connection) or of nodes per hidden layer (node), in [0, 1)
+                  amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer (node), in [0, 1)
                   data:torch.Tensor|None=None, # pruning images, e.g. `x_val` (needed by 'clustered' unless `activations`)
                   scope:str="layer",    # 'layer' (the paper) or 'global' (connection methods only)
                   seed:int=0,           # seeds random masks, random keep rule and k-means
@@ -384,7 +537,7 @@ def compute_masks(model:nn.Sequential,  # trained network (left untouched)
                   progress:bool=False,  # show a progress bar over layers (node methods)
                   **options,            # 'clustered': clustering='kmeans'|'ward', keep='random'|'centre'|'weight_norm'|'bias'
                  )->dict:               # {layer: {'weight': 0/1 mask, 'bias': 0/1 mask}} for every prunable layer
-    "Pruning masks of `method` at `amount` for every prunable layer of `model`."
+    "Pruning masks of `method` at `amount` for every prunable layer of `model` (on a pruned model: within its masks)."
     if options.get("merge"): raise ValueError("merge: the correlation merge changes weights as well as masks; use `prune(..., merge=True)`")
     return _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options)[1]
 
@@ -392,6 +545,7 @@ def compute_masks(model:nn.Sequential,  # trained network (left untouched)
 def copy_model(model:nn.Module, # pruned or not, possibly after a forward pass with gradients
               )->nn.Module:     # an independent deep copy
     "`copy.deepcopy` that also works on a pruned model after a forward pass with gradients."
+    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
     memo = {}
     for mod in model.modules():
         for hook in mod._forward_pre_hooks.values():
@@ -405,10 +559,14 @@ def apply_masks(model:nn.Sequential, # pruned in place
                )->nn.Sequential:     # `model`, pruned
     "Put 0/1 masks on `model`'s layers in place via `torch.nn.utils.prune.custom_from_mask`."
     layers = dict(prunable_layers(model))
+    if not isinstance(masks, dict): raise TypeError(f"masks: expected a dict {{layer: {{'weight': mask, 'bias': mask}}}}, got {type(masks).__name__}")
     for name, d in masks.items():
         if name not in layers: raise ValueError(f"masks: expected layer names among {list(layers)}, got {name!r}")
+        if not isinstance(d, dict) or not set(d) <= {"weight", "bias"}:
+            raise ValueError(f"masks: {name!r} needs a dict with keys 'weight' and/or 'bias', got {d!r:.80}")
         for p, mask in d.items():
             t = getattr(layers[name], p, None)
+            if not isinstance(mask, torch.Tensor): raise TypeError(f"masks: {name}.{p} mask must be a torch.Tensor, got {type(mask).__name__}")
             if t is None or mask.shape != t.shape:
                 raise ValueError(f"masks: {name}.{p} mask has shape {tuple(mask.shape)}, expected {None if t is None else tuple(t.shape)}")
             if not ((mask == 0) | (mask == 1)).all(): raise ValueError(f"masks: {name}.{p} mask must hold only 0 and 1")
@@ -418,7 +576,7 @@ def apply_masks(model:nn.Sequential, # pruned in place
 
 def prune(model:nn.Sequential,  # trained network; left untouched
           method:str,           # one of `METHODS`
-          amount:float,         # fraction of weights per layer (connection) or of nodes per hidden layer (node), in [0, 1)
+          amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer (node), in [0, 1)
           data:torch.Tensor|None=None, # pruning images for 'clustered', e.g. `x_val`
           scope:str="layer",    # 'layer' (the paper) or 'global' (connection methods only)
           seed:int=0,           # seeds random masks, random keep rule and k-means
@@ -429,7 +587,8 @@ def prune(model:nn.Sequential,  # trained network; left untouched
           **options,            # 'clustered': clustering=, keep=, merge=False (the correlation merge of thesis §5.3.6)
          )->nn.Module:          # pruned copy; masks held by `torch.nn.utils.prune`
     "A pruned copy of `model`: `apply_masks(deepcopy(model), compute_masks(...))`."
-    net = copy_model(model).to(device)
+    stages(model)
+    net = copy_model(model).to(check_device(device))
     net, masks, plan, opts = _plan(net, method, amount, data, scope, seed, layers, device, activations, progress, options)
     if opts.get("merge"):
         st = stages(net)[1]
@@ -445,12 +604,19 @@ def sparsity_report(model:nn.Sequential, # a pruned (or dense) network
                    )->pd.DataFrame:      # one row per prunable layer and a 'total' row
     "Parameters, non-zeros, pruned fraction, nodes kept, compression ratio and theoretical FLOPs per layer."
     prefix, st = stages(model)
-    shape = input_shape or getattr(model, "input_shape", None)
+    shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None: raise ValueError("input_shape: the model has no `input_shape`; pass the shape of one input, e.g. (1, 28, 28)")
-    y, positions = prefix(torch.zeros(1, *shape, device=st[0].layer.weight.device)), {}
-    for s in st:
-        z = s.layer(y); y = s.post(z)
-        positions[s.name] = z[0, 0].numel() if isinstance(s.layer, nn.Conv2d) else 1
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list, torch.Size)) or not shape or \
+       not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in shape):
+        raise ValueError(f"input_shape: expected the shape of one input as positive integers, e.g. (1, 28, 28), got {shape!r}")
+    positions = {}
+    try:
+        y = prefix(torch.zeros(1, *shape, device=st[0].layer.weight.device))
+        for s in st:
+            z = s.layer(y); y = s.post(z)
+            positions[s.name] = z[0, 0].numel() if isinstance(s.layer, nn.Conv2d) else 1
+    except RuntimeError as e:
+        raise ValueError(f"input_shape: {tuple(shape)} does not fit the model ({str(e).splitlines()[0][:120]})") from None
     masks, rows = get_masks(model), {}
     for i, s in enumerate(st):
         w, b = effective(s.layer), (None if s.layer.bias is None else effective(s.layer, "bias"))

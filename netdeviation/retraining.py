@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .bounds import _check_pruned, _positive, retraining_bounds
-from .data import MNISTData
-from .pruning import CONNECTION_METHODS, prune
+from .bounds import check_pruned, retraining_bounds
+from .data import MNISTData, check_choice, check_device, check_float, check_int
+from .pruning import CONNECTION_METHODS, METHODS, prune
 from .training import Baseline, TrainConfig, evaluate, fit, get_config
 
 # %% auto #0
@@ -69,6 +69,19 @@ def _reference(original)->tuple[nn.Module, TrainConfig]:
     if isinstance(original, nn.Module): return original, get_config("paper")
     raise TypeError(f"original: expected a Baseline or the original nn.Module, got {type(original).__name__}")
 
+def _check_data(data)->MNISTData:
+    if not isinstance(data, MNISTData): raise TypeError(f"data: expected an MNISTData (see netdeviation.data.load_mnist), got {type(data).__name__}")
+    return data
+
+def _check_stop(eps, delta, max_epochs, check_every, progress):
+    "Check the stop rule and loop arguments `retrain` and `retraining_table` share."
+    if eps is None and delta is None: raise ValueError("eps, delta: give at least one stop criterion")
+    if eps is not None: check_float(eps, "eps", 0, low_open=True)
+    if delta is not None: check_float(delta, "delta", 0, 1, low_open=True)
+    check_float(max_epochs, "max_epochs", 0, low_open=True)
+    check_int(check_every, "check_every", 1)
+    check_choice(progress, "progress", (True, False))
+
 def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prune masks); trained in place
             data:MNISTData,                # trains on `x_train`, checks on `data.pruning_data`
             original:Baseline|nn.Module,   # the unpruned original (a Baseline also gives the training config)
@@ -82,14 +95,13 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
             progress:bool=True,            # show a progress bar
            )->RetrainResult:
     "Fine-tune `pruned_model` with its masks fixed and a fresh optimiser until it recovers or hits `max_epochs`."
-    _check_pruned(pruned_model, "pruned_model")
     ref_model, train_cfg = _reference(original)
+    check_pruned(pruned_model, "pruned_model", ref_model, "original")
+    _check_data(data)
     cfg = retrain_config(config, train_cfg)
-    if eps is None and delta is None: raise ValueError("eps, delta: give at least one stop criterion")
-    if eps is not None: _positive(eps=eps)
-    if delta is not None: _positive(delta=delta)
-    _positive(max_epochs=max_epochs)
-    if not isinstance(check_every, int) or check_every < 1: raise ValueError(f"check_every: must be an integer >= 1, got {check_every!r}")
+    _check_stop(eps, delta, max_epochs, check_every, progress)
+    check_int(seed, "seed", 0)
+    device = check_device(device)
     x, y = data.pruning_data
     n_train = len(data.x_train)
     reference = evaluate(ref_model, x, y, device=next(ref_model.parameters()).device)
@@ -127,11 +139,29 @@ PAPER_TABLES = pd.DataFrame(  # thesis Tables 3.1 / 3.2 and its fitted γ (PAPER
     columns=["model", "kind", "amount", "paper_lower_bound", "paper_epochs", "paper_gamma"])
 
 # %% ../nbs/06_retraining.ipynb #952a2808
+def _check_amounts(amounts)->dict:
+    "`amounts` as {method: tuple of fractions}, each method known and each amount in [0, 1)."
+    if not isinstance(amounts, dict) or not amounts:
+        raise TypeError(f"amounts: expected a non-empty dict {{method: amounts}}, e.g. {{'random': (0.1, 0.6)}}, got {amounts!r}")
+    out = {}
+    for m, am in amounts.items():
+        check_choice(m, "amounts", METHODS)
+        am = (am,) if isinstance(am, (int, float)) else am
+        if not hasattr(am, "__iter__") or isinstance(am, str) or not len(am := tuple(am)):
+            raise TypeError(f"amounts: expected a non-empty sequence of fractions for {m!r}, e.g. (0.1, 0.6), got {am!r}")
+        out[m] = tuple(check_float(a, f"amounts[{m!r}]", 0, 1, high_open=True) for a in am)
+    return out
+
+def _check_seeds(seeds)->tuple[int, ...]:
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or not len(seeds := tuple(seeds)):
+        raise TypeError(f"seeds: expected a non-empty sequence of integers, e.g. (0, 1, 2), got {seeds!r}")
+    return tuple(check_int(s, "seeds", 0) for s in seeds)
+
 def retraining_table(baseline:Baseline,            # the trained original (W*, W_initial, t_initial)
                      data:MNISTData,               # trains on `x_train`; prunes, checks and bounds on `data.pruning_data`
                      amounts:dict=TABLE_AMOUNTS,   # {method: amounts}; default the paper's two tables
                      config:str|TrainConfig="paper", # retraining config (see `retrain_config`)
-                     eps:float=0.01,               # ε of the stop rule and of the bounds
+                     eps:float=0.01,               # ε of the stop rule and of the bounds (needed: the bounds use it)
                      delta:float|None=None,        # δ of the accuracy stop rule
                      max_epochs:float=4.0,         # retraining cap
                      check_every:int=20,           # steps between checks
@@ -139,11 +169,15 @@ def retraining_table(baseline:Baseline,            # the trained original (W*, W
                      device:str|torch.device="cpu", # where to prune, bound and retrain
                      progress:bool=True,           # show a progress bar over the runs
                     )->pd.DataFrame:               # one row per (method, amount, seed); bounds and measured in epochs
-    "Every bound beside the measured epochs to recover, for each pruning method, amount and seed."
-    cfg, (x, _) = retrain_config(config, baseline.config), data.pruning_data
+    "Every bound and its status beside the measured epochs to recover, for each pruning method, amount and seed."
+    if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see get_baseline), got {type(baseline).__name__}")
+    cfg, (x, _) = retrain_config(config, baseline.config), _check_data(data).pruning_data
+    _check_stop(eps, delta, max_epochs, check_every, progress)
+    check_float(eps, "eps", 0, low_open=True)  # the bounds need it too
+    device = check_device(device)
     name = baseline.model.name
     gammas = PAPER_TABLES[PAPER_TABLES.model == name].set_index(["kind", "amount"]).paper_gamma
-    runs = [(m, a, s) for m, am in amounts.items() for a in am for s in seeds]
+    runs = [(m, a, s) for m, am in _check_amounts(amounts).items() for a in am for s in _check_seeds(seeds)]
     rows = []
     for method, amount, seed in tqdm(runs, desc=f"table {name}", disable=not progress):
         kind = "connection" if method in CONNECTION_METHODS else "node"
@@ -151,10 +185,12 @@ def retraining_table(baseline:Baseline,            # the trained original (W*, W
         b = retraining_bounds(pruned, baseline, data, eps=eps, method=method, config=cfg, seed=seed, device=device)
         r = retrain(pruned, data, baseline, cfg, eps, delta, max_epochs, check_every, seed, device, progress=False)
         g = gammas.get((kind, amount), math.nan)
+        g_status = "undefined: the paper fits no γ for this row" if math.isnan(g) else b.status["theorem1_paper"]
         rows.append({"model": name, "kind": kind, "method": method, "amount": amount, "seed": seed, **b.epochs,
                      "theorem1_paper_gamma": g*b.epochs["theorem1_paper"], "paper_gamma": g,
                      "measured": r.epochs if r.recovered else math.nan, "recovered": r.recovered,
-                     "max_epochs": max_epochs, "start_val_loss": r.start["loss"], "target_val_loss": r.target["loss"]})
+                     "max_epochs": max_epochs, "start_val_loss": r.start["loss"], "target_val_loss": r.target["loss"],
+                     **{f"{k}_status": v for k, v in b.status.items()}, "theorem1_paper_gamma_status": g_status})
     return pd.DataFrame(rows)
 
 # %% ../nbs/06_retraining.ipynb #69a493c0
@@ -168,12 +204,23 @@ def _measured(g:pd.DataFrame)->str:
     if k == 0: return f"not recovered (> {g.max_epochs.iloc[0]:g})"
     return f"{g.measured.mean():.3g}" + ("" if k == n else f" ({k}/{n} recovered)")
 
+def _bound_cell(g:pd.DataFrame, col:str)->str:
+    "One bound of one row: its mean over the runs where it applies, else why it does not (a table without statuses: NaN is undefined)."
+    plain = pd.Series("ok", index=g.index).where(g[col].notna(), "undefined")  # a row stored without its status
+    st = g[f"{col}_status"].fillna(plain) if f"{col}_status" in g else plain
+    good = st.str.startswith(("ok", "estimate")) & g[col].notna()
+    if good.all(): return f"{g[col].mean():.3g}"
+    if good.any(): return f"{g[col][good].mean():.3g} (applies in {int(good.sum())}/{len(g)} runs)"
+    why = st[~good].iloc[0]
+    return why if len(g) == 1 else f"{why.split(', got')[0]} (all {len(g)} runs)"
+
 def as_paper_table(table:pd.DataFrame, # from `retraining_table`
                   )->pd.DataFrame:     # index (model, kind, amount); bounds, measured and the paper's numbers, as text
     "Lay out a `retraining_table` like the paper's Tables 3.1/3.2 (epochs, 3 significant digits), the paper's values beside."
     keys = ["model", "kind", "amount"]
     g = table.groupby(keys, sort=False)
-    out = g[list(TABLE_COLUMNS)].mean().rename(columns=TABLE_COLUMNS)
+    out = pd.DataFrame({label: g.apply(lambda d, c=col: _bound_cell(d, c), include_groups=False)
+                        for col, label in TABLE_COLUMNS.items()})
     out["measured epochs"] = g.apply(_measured, include_groups=False)
     paper = PAPER_TABLES.set_index(keys)[["paper_lower_bound", "paper_epochs"]]
     out = out.join(paper.rename(columns={"paper_lower_bound": "paper: lower bound", "paper_epochs": "paper: epochs"}))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_sweeps.ipynb #53bd98b4
 from __future__ import annotations
-import ast, hashlib, itertools, json, multiprocessing, os, shutil, socket, time, traceback
+import ast, fcntl, functools, hashlib, itertools, json, math, multiprocessing, os, shutil, socket, time, traceback, warnings
 from contextlib import ExitStack, contextmanager
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -16,11 +16,20 @@ from tqdm.auto import tqdm
 import netdeviation
 
 # %% auto #0
-__all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'expand_grid', 'nbs_dir', 'find_notebook', 'notebook_params',
-           'check_params', 'GridSpec', 'load_grid', 'RunStoreError', 'run_id', 'save_result', 'read_run', 'run_state',
-           'execute_run', 'SweepResult', 'run_sweep', 'grid_spec', 'run_grid_file', 'run_sweeps', 'collect']
+__all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'PATH_VARS', 'expand_grid', 'nbs_dir', 'find_notebook',
+           'notebook_params', 'check_params', 'GridSpec', 'load_grid', 'RunStoreError', 'run_id', 'save_result',
+           'read_run', 'run_state', 'execute_run', 'check_folder', 'threads_per_worker', 'check_executor',
+           'SweepResult', 'run_sweep', 'grid_spec', 'run_grid_file', 'SweepLockedError', 'lock_folder', 'run_sweeps',
+           'BrokenRunsWarning', 'collect', 'problem_runs']
 
 # %% ../nbs/07_sweeps.ipynb #c0492d00
+def _check_finite(v, where:str):
+    "Refuse NaN and infinities anywhere in a grid value: JSON cannot hold them (Python would write non-standard `NaN`)."
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{where}: {v!r} is not a finite number; a run's parameters are stored as JSON, which has no "
+                         "NaN or infinity: give finite values")
+    for x in (v if isinstance(v, (list, tuple)) else v.values() if isinstance(v, dict) else ()): _check_finite(x, where)
+
 def _check_grid(grid:dict, where:str="grid"):
     if not isinstance(grid, dict): raise TypeError(f"{where}: expected a dict of parameter name -> list of values, got {type(grid).__name__}")
     if not grid: raise ValueError(f"{where}: empty; give at least one parameter with a list of values, e.g. {{'seed': [0, 1]}}")
@@ -28,14 +37,16 @@ def _check_grid(grid:dict, where:str="grid"):
         if not isinstance(v, (list, tuple)):
             raise TypeError(f"{where}[{k!r}]: expected a list of values, got {type(v).__name__} {v!r} (write [{v!r}] for a single value)")
         if not v: raise ValueError(f"{where}[{k!r}]: empty list of values")
+        _check_finite(v, f"{where}[{k!r}]")
 
 def expand_grid(grid:dict|list[dict],  # parameter -> list of values; a list of such dicts is their union
                 fixed:dict|None=None,   # parameters shared by every run (values used as they are)
                )->list[dict]:           # one dict of parameters per run, duplicates removed
     "Every combination of the values in `grid`, each merged with `fixed`."
-    grids, fixed = (grid if isinstance(grid, list) else [grid]), dict(fixed or {})
+    grids, fixed = (grid if isinstance(grid, list) else [grid]), ({} if fixed is None else fixed)
     if not grids: raise ValueError("grid: empty list of grids")
     if not isinstance(fixed, dict): raise TypeError(f"fixed: expected a dict, got {type(fixed).__name__}")
+    for k, v in fixed.items(): _check_finite(v, f"fixed[{k!r}]")
     runs, seen = [], set()
     for i, g in enumerate(grids):
         _check_grid(g, "grid" if len(grids) == 1 else f"grid[{i}]")
@@ -106,7 +117,13 @@ def check_params(runs:list[dict],        # from `expand_grid`
         for k in params:
             if k not in allowed: raise ValueError(f"{k}: not a parameter of {Path(find_notebook(notebook)).name}; expected some of {allowed}")
         out.append({k: _conform(k, v, defaults[k]) for k, v in params.items()})
+        if "device" in out[-1]: _check_device(out[-1]["device"])
     return out
+
+def _check_device(device):
+    "A template's `device` parameter is checked like the package's own (an unknown name, CUDA absent), before anything runs."
+    from netdeviation.data import check_device  # here: the data module imports torch
+    check_device(device, "device")
 
 # %% ../nbs/07_sweeps.ipynb #6f61eaf9
 @dataclass
@@ -116,7 +133,15 @@ class GridSpec:
     name:str         # folder of the sweep under the runs folder
     runs:list[dict]  # parameters of each run, checked against the template
 
+    def __post_init__(self): _check_name(self.name)
     def __repr__(self): return f"GridSpec(notebook='{self.notebook.name}', name={self.name!r}, runs={len(self.runs)})"
+
+def _check_name(name):
+    "A sweep's name is one folder inside the runs folder: no path separators, not '.' or '..', not hidden."
+    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") or name != name.strip()
+            or any(c in name for c in ("/", "\\", os.sep, os.altsep or "/")) or not name.isprintable()):
+        raise ValueError(f"name: expected a folder name inside the runs folder (no '/' or '\\', not '.', '..' or "
+                         f"starting with '.'), got {name!r}")
 
 GRID_KEYS = ("notebook", "name", "grid", "fixed")
 
@@ -142,7 +167,7 @@ def load_grid(path:str|Path, # a .json or .toml grid file
     if not isinstance(nb, str): raise TypeError(f"notebook: expected a name or a path, got {type(nb).__name__}")
     notebook = find_notebook(path.parent/nb if nb.endswith(".ipynb") else nb)
     name = spec.get("name", path.stem)
-    if not isinstance(name, str) or not name or Path(name).name != name: raise ValueError(f"name: expected a folder name, got {name!r}")
+    _check_name(name)  # before the template is inspected
     return GridSpec(notebook, name, check_params(expand_grid(spec["grid"], spec.get("fixed")), notebook))
 
 # %% ../nbs/07_sweeps.ipynb #0bc553a3
@@ -189,11 +214,13 @@ def read_run(run_dir:str|Path, # a run's folder
             )->dict:            # metrics.json, checked, with the parameters under 'params'
     "The checked `metrics.json` record of a finished run; `RunStoreError` if the folder is incomplete or corrupt."
     run_dir = Path(run_dir)
+    if not (run_dir/"metrics.json").exists():
+        raise RunStoreError(f"run '{run_dir}': no metrics.json: the run never finished (it is still running, or it was stopped)")
     try:
         rec = json.loads((run_dir/"metrics.json").read_text())
         params = json.loads((run_dir/"params.json").read_text())
     except (OSError, ValueError) as e: raise RunStoreError(f"run '{run_dir}': metrics.json or params.json is missing or unreadable ({e})") from None
-    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA or "sha256" not in rec:
+    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA or not {"sha256", "params_sha256", "run_id", "status"} <= set(rec):
         raise RunStoreError(f"run '{run_dir}': metrics.json does not have the layout of schema {SCHEMA}")
     body = {k: v for k, v in rec.items() if k != "sha256"}
     if _sha(body) != rec["sha256"]: raise RunStoreError(f"run '{run_dir}': metrics.json does not match its checksum (corrupt)")
@@ -215,6 +242,30 @@ def _error(e:Exception)->dict:
     if hasattr(e, "ename"): return {"type": e.ename, "message": str(e.evalue), "cell": getattr(e, "exec_count", None)}  # papermill
     return {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc(limit=5)}
 
+@functools.cache
+def _quiet_kernel_manager()->type:
+    "jupyter_client's kernel manager, without the SIGINT it sends a kernel before asking it to shut down."
+    from jupyter_client.manager import AsyncKernelManager
+    class QuietKernelManager(AsyncKernelManager):
+        # A SIGINT that lands while the idle kernel finishes a message makes ipykernel log "KeyboardInterrupt caught in
+        # kernel" at ERROR level. The shutdown request alone ends an idle kernel; a busy one is still stopped by the
+        # SIGTERM/SIGKILL that follow when it does not exit within `shutdown_wait_time`.
+        async def _async_interrupt_kernel(self):
+            if not self.shutting_down: await super()._async_interrupt_kernel()
+    return QuietKernelManager
+
+PATH_VARS = ("NETDEVIATION_CACHE", "NETDEVIATION_DATA")  # folders the templates read and write through the environment
+
+def _absolute_env():
+    "Make the folders in `PATH_VARS` absolute in this process's environment, which the kernel inherits: it runs in the run folder."
+    for k in PATH_VARS:
+        if os.environ.get(k): os.environ[k] = str(Path(os.environ[k]).expanduser().resolve())
+
+def _check_timeout(timeout)->float|None:
+    if timeout is None: return None
+    from netdeviation.data import check_float  # here: the data module imports torch, which a toy kernel need not
+    return check_float(timeout, "timeout", 0, low_open=True)
+
 def execute_run(notebook:str|Path,     # the template
                 run_dir:str|Path,      # the run's folder (cleared first)
                 params:dict,           # its parameters
@@ -222,20 +273,23 @@ def execute_run(notebook:str|Path,     # the template
                )->dict:                # {'run_id', 'status', 'elapsed_s', 'error'}
     "Execute one run of a sweep with papermill and seal its `metrics.json`; errors are recorded, not raised."
     import papermill as pm
-    run_dir, t0 = Path(run_dir), time.perf_counter()
+    timeout = _check_timeout(timeout)
+    notebook, run_dir, t0 = Path(notebook).resolve(), Path(run_dir).resolve(), time.perf_counter()  # the kernel runs in run_dir
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir/"params.json", params)
     result = run_dir/"result.json"
+    _absolute_env()
     try:
         pm.execute_notebook(str(notebook), str(run_dir/"run.ipynb"), parameters={**params, RESULT_PARAM: str(result)},
                             cwd=str(run_dir), progress_bar=False, execution_timeout=timeout,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                            kernel_manager_class=_quiet_kernel_manager(), extra_arguments=["--IPKernelApp.log_level=ERROR"])
         if not result.is_file(): raise RunStoreError(f"the notebook finished without saving its result to {RESULT_PARAM}")
         out = {"status": "ok", "result": json.loads(result.read_text())}
     except Exception as e: out = {"status": "error", "error": _error(e)}
-    rec = _seal({"schema": SCHEMA, "run_id": run_dir.name, "params_sha256": _sha(params), "notebook": Path(notebook).name,
-                 "elapsed_s": round(time.perf_counter()-t0, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **out})
+    rec = _seal({"schema": SCHEMA, "run_id": run_dir.name, "params_sha256": _sha(params), "notebook": notebook.name,
+                 "threads": os.environ.get("OMP_NUM_THREADS"), "elapsed_s": round(time.perf_counter()-t0, 3),
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **out})
     _write_json(run_dir/"metrics.json", rec)  # last: the completion marker
     return {"run_id": rec["run_id"], "status": rec["status"], "elapsed_s": rec["elapsed_s"], "error": out.get("error")}
 
@@ -243,6 +297,33 @@ def execute_run(notebook:str|Path,     # the template
 def _init_worker(threads:int): # torch threads for each run of this worker
     "Process-pool initializer: the torch threads of this worker's runs."
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ[k] = str(threads)
+
+def check_folder(path:str|Path, # a folder that may not exist yet
+                 name:str="runs_dir", # the parameter's name, for the error message
+                )->Path:        # `path`, absolute
+    "`path` as an absolute folder path, fixed before any worker or kernel starts; refuses a path that names a file."
+    if not isinstance(path, (str, os.PathLike)) or str(path).strip() == "":
+        raise TypeError(f"{name}: expected a folder path, got {type(path).__name__} {path!r}")
+    p = Path(path).expanduser().resolve()
+    if p.exists() and not p.is_dir(): raise ValueError(f"{name}: '{p}' is a file; expected a folder (created if missing)")
+    return p
+
+def threads_per_worker(workers:int|None=None, # worker processes asked for; default: one per core
+                      )->int:                 # torch threads of each worker
+    "The torch threads each worker of the default pool gets: `cores // workers`, whatever the number of runs left."
+    from netdeviation.data import check_int
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cores if workers is None else check_int(workers, "workers", 1)))
+
+def check_executor(executor:Executor|None, # a `concurrent.futures.Executor`, or None for the default process pool
+                   workers:int|None,        # processes of the default pool
+                  )->int|None:              # torch threads per worker of the default pool; None with another executor
+    "Check the pool arguments of a sweep before anything runs: `workers` >= 1, and only for the default pool."
+    if executor is None: return threads_per_worker(workers)
+    if not isinstance(executor, Executor): raise TypeError(f"executor: expected a concurrent.futures.Executor, got {type(executor).__name__}")
+    if workers is not None:
+        raise ValueError("workers: only sets the size of the default process pool; leave it out when you pass an executor")
+    return None
 
 @dataclass
 class SweepResult:
@@ -252,6 +333,7 @@ class SweepResult:
     states:dict=field(default_factory=dict)     # run id -> 'skipped', 'done', 'failed' or 'lost' (worker died)
     errors:dict=field(default_factory=dict)     # run id -> error message
     elapsed_s:float=0.0                         # wall time of the sweep (of all sweeps run together)
+    threads:int|None=None                       # torch threads per worker of the default pool (None: another executor)
 
     def count(self, state:str)->int: return sum(s == state for s in self.states.values())
     def to_dataframe(self, **kwargs)->pd.DataFrame:
@@ -265,7 +347,7 @@ def run_sweep(notebook:str|Path,              # a name in `SWEEPS` or a template
               grid:dict|list[dict],           # parameter -> values (see `expand_grid`)
               fixed:dict|None=None,           # parameters shared by every run
               name:str|None=None,             # folder of the sweep; default: the notebook's name
-              runs_dir:str|Path="runs",       # root of the run store (relative to the working directory)
+              runs_dir:str|Path="runs",       # root of the run store (a relative path is taken from the working directory)
               executor:Executor|None=None,    # any `concurrent.futures.Executor`; default: a local process pool
               workers:int|None=None,          # processes of the default pool; default: one per core (at most one per run)
               retry_failed:bool=True,         # run again the runs whose notebook raised last time
@@ -282,7 +364,7 @@ def grid_spec(notebook:str|Path,        # a name in `SWEEPS` or a template's pat
              )->GridSpec:
     "A checked sweep (nothing runs): what `run_sweep` runs, and what `run_sweeps` takes several of."
     nb = find_notebook(notebook)
-    return GridSpec(nb, name or nb.stem, check_params(expand_grid(grid, fixed), nb))
+    return GridSpec(nb, nb.stem if name is None else name, check_params(expand_grid(grid, fixed), nb))
 
 def run_grid_file(path:str|Path,              # a .json or .toml grid file (see `load_grid`)
                   runs_dir:str|Path="runs",       # root of the run store
@@ -295,31 +377,55 @@ def run_grid_file(path:str|Path,              # a .json or .toml grid file (see 
     "Run the sweep described by a grid file; the other arguments are those of `run_sweep`."
     return run_sweeps([load_grid(path)], runs_dir, executor, workers, retry_failed, timeout, progress)[0]
 
-def _holder(lock:Path)->str|None:
-    "Who holds `lock`, if that process still runs ('host pid'); None for a stale or unreadable lock."
-    try: host, pid = lock.read_text().split()
-    except (OSError, ValueError): return None
-    if host != socket.gethostname(): return f"{host} {pid}"  # cannot check another machine: assume it runs
+class SweepLockedError(RuntimeError):
+    "Another sweep is writing into a sweep's folder (it holds the folder's `.lock`)."
+    def __init__(self, root:Path, holder:str):
+        self.root, self.holder = root, holder
+        super().__init__(f"runs_dir: '{root}' is being written by another sweep ({holder}); wait for it to finish, or stop it")
+
+def _alive(host:str, pid:str)->bool:
+    if host != socket.gethostname(): return True  # another machine's process cannot be checked from here
     try: os.kill(int(pid), 0)
-    except ProcessLookupError: return None
+    except (ProcessLookupError, ValueError): return False
     except PermissionError: pass
-    return f"{host} {pid}"
+    return True
+
+def _holder(fd:int, tries:int=50)->str:
+    "Who holds the lock open on `fd`, as the holder wrote it; waits a moment while it is not written yet."
+    for _ in range(tries):  # a new holder truncates the file and writes itself in right after it locks
+        try: host, pid = os.pread(fd, 256, 0).decode().split()
+        except (OSError, ValueError, UnicodeDecodeError): host = pid = ""
+        if pid and _alive(host, pid): return f"process {pid} on {host}"
+        time.sleep(0.01)
+    return "a process that is starting up"
+
+def _same_file(fd:int, path:Path)->bool:
+    try: a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError: return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 @contextmanager
-def _locked(root:Path):
-    "Hold `root/.lock` while a sweep writes into `root`; a lock left by a dead process is taken over."
-    root.mkdir(parents=True, exist_ok=True)
+def lock_folder(root:str|Path, # a sweep's folder (created if missing)
+               ):
+    "Hold the sweep lock of `root` (an exclusive `flock` on `root/.lock`), as a sweep does while it writes; `SweepLockedError` if another process holds it."
+    # The kernel arbitrates: a lock held by a process that died (even by kill -9) is free again, and taking it over is
+    # the same single atomic `flock` as taking a fresh one, so two sweeps can never both hold it. The holder deletes the
+    # file before it lets go; a process that locked the deleted file meanwhile sees it is gone and tries again.
+    root = check_folder(root, "root"); root.mkdir(parents=True, exist_ok=True)
     lock = root/".lock"
     while True:
-        try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY); break
-        except FileExistsError:
-            if (who := _holder(lock)) is not None:
-                raise RuntimeError(f"runs_dir: '{root}' is being written by another sweep (process {who}); wait for it, "
-                                   f"or delete '{lock}' if that process is gone") from None
-            lock.unlink(missing_ok=True)
-    os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode()); os.close(fd)
-    try: yield
-    finally: lock.unlink(missing_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _holder(fd); os.close(fd)
+            raise SweepLockedError(root, who) from None
+        if _same_file(fd, lock): break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0); os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        lock.unlink(missing_ok=True); os.close(fd)
 
 def _todo(spec:GridSpec, root:Path, retry_failed:bool, res:SweepResult)->list[dict]:
     "The runs of `spec` still to run; the others are marked 'skipped' in `res`."
@@ -330,8 +436,16 @@ def _todo(spec:GridSpec, root:Path, retry_failed:bool, res:SweepResult)->list[di
         else: todo.append(p)
     return todo
 
+def _check_specs(specs)->list[GridSpec]:
+    specs = list(specs) if isinstance(specs, (list, tuple)) else specs
+    if not isinstance(specs, list) or not specs or not all(isinstance(s, GridSpec) for s in specs):
+        raise TypeError(f"specs: expected a non-empty list of GridSpec (from `grid_spec` or `load_grid`), got {specs!r}")
+    if dup := sorted({s.name for s in specs if [t.name for t in specs].count(s.name) > 1}):
+        raise ValueError(f"specs: several sweeps named {dup}; give each sweep its own name (its folder)")
+    return specs
+
 def run_sweeps(specs:list[GridSpec],          # sweeps from `grid_spec` or `load_grid`, run together
-               runs_dir:str|Path="runs",       # root of the run store
+               runs_dir:str|Path="runs",       # root of the run store (made absolute before anything starts)
                executor:Executor|None=None,    # any `concurrent.futures.Executor`; default: a local process pool
                workers:int|None=None,          # processes of the default pool; default: one per core (at most one per run)
                retry_failed:bool=True,         # run again the runs whose notebook raised last time
@@ -339,54 +453,97 @@ def run_sweeps(specs:list[GridSpec],          # sweeps from `grid_spec` or `load
                progress:bool=True,             # show a progress bar
               )->list[SweepResult]:            # one per spec, in order
     "Run several sweeps through one pool, so that no worker idles while another sweep still has runs."
-    if workers is not None and workers < 1: raise ValueError(f"workers: expected >= 1, got {workers}")
+    specs, root, timeout = _check_specs(specs), check_folder(runs_dir, "runs_dir"), _check_timeout(timeout)
+    threads = check_executor(executor, workers)
     t0 = time.perf_counter()
-    results = [SweepResult(sp.name, Path(runs_dir)/sp.name) for sp in specs]
+    results = [SweepResult(sp.name, root/sp.name, threads=threads) for sp in specs]
     with ExitStack() as locks:
-        for r in results: locks.enter_context(_locked(r.path))
-        _execute(specs, results, executor, workers, retry_failed, timeout, progress)
+        for r in results: locks.enter_context(lock_folder(r.path))
+        _execute(specs, results, executor, workers, threads, retry_failed, timeout, progress)
     for r in results: r.elapsed_s = time.perf_counter() - t0
     return results
 
-def _execute(specs, results, executor, workers, retry_failed, timeout, progress):
+def _execute(specs, results, executor, workers, threads, retry_failed, timeout, progress):
     jobs = [(sp, r, p) for sp, r in zip(specs, results) for p in _todo(sp, r.path, retry_failed, r)]
-    if jobs:
-        cores = os.cpu_count() or 1
-        workers = min(workers or cores, len(jobs))
-        from netdeviation import sweeps  # by module, so that spawned workers (and Dask) can unpickle the functions
-        pool = executor or ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=sweeps._init_worker, initargs=(max(1, cores//workers),))
-        try:
-            futs = {pool.submit(sweeps.execute_run, sp.notebook, r.path/run_id(p), p, timeout): (r, run_id(p)) for sp, r, p in jobs}
-            bar = tqdm(as_completed(futs), total=len(futs), desc=f"sweep {', '.join(sp.name for sp in specs)}", disable=not progress)
-            for f in bar:
-                r, rid = futs[f]
-                try: out = f.result()
-                except Exception as e: out = {"status": "lost", "error": {"message": f"{type(e).__name__}: {e}"}}  # the worker died
-                r.states[rid] = {"ok": "done", "error": "failed"}.get(out["status"], out["status"])
-                if out.get("error"): r.errors[rid] = out["error"]["message"]
-                bar.set_postfix(failed=sum(x.count("failed") + x.count("lost") for x in results))
-        finally:
-            if executor is None: pool.shutdown(cancel_futures=True)
+    if not jobs: return
+    from netdeviation import sweeps  # by module, so that spawned workers (and Dask) can unpickle the functions
+    # The pool has no more processes than runs, but each keeps the threads of the requested size: resuming a sweep
+    # with fewer runs left gives its runs the same thread count, so the same numbers.
+    pool = executor or ProcessPoolExecutor(min(workers or os.cpu_count() or 1, len(jobs)), initializer=sweeps._init_worker,
+                                           initargs=(threads,), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futs = {pool.submit(sweeps.execute_run, sp.notebook, r.path/run_id(p), p, timeout): (r, run_id(p)) for sp, r, p in jobs}
+        bar = tqdm(as_completed(futs), total=len(futs), desc=f"sweep {', '.join(sp.name for sp in specs)}", disable=not progress)
+        for f in bar:
+            r, rid = futs[f]
+            try: out = f.result()
+            except Exception as e: out = {"status": "lost", "error": {"message": f"{type(e).__name__}: {e}"}}  # the worker died
+            r.states[rid] = {"ok": "done", "error": "failed"}.get(out["status"], out["status"])
+            if out.get("error"): r.errors[rid] = out["error"]["message"]
+            bar.set_postfix(failed=sum(x.count("failed") + x.count("lost") for x in results))
+    finally:
+        if executor is None: pool.shutdown(cancel_futures=True)
 
 # %% ../nbs/07_sweeps.ipynb #a99f0190
 def _scalars(d:dict)->dict: return {k: v for k, v in d.items() if not isinstance(v, (list, dict))}
 
+_RUN_FILES = ("metrics.json", "params.json", "run.ipynb", "result.json")
+
+def _run_dirs(root:Path)->list[Path]:
+    "Every run folder under `root`: one holding any of a run's files, or an empty one named like a run id."
+    found = []
+    for d, subs, files in os.walk(root):
+        subs[:] = sorted(s for s in subs if not s.startswith("."))  # temporary folders (a report being written)
+        if any(f in files for f in _RUN_FILES) or (len(name := Path(d).name) == 12 and all(c in "0123456789abcdef" for c in name)):
+            found.append(Path(d)); subs[:] = []  # whatever a run wrote inside its folder is not another run
+    return found
+
+def _scan(root:Path)->tuple[dict[Path, dict], dict[Path, str]]:
+    "The record of each readable run folder under `root`, and why each other one could not be read."
+    recs, broken = {}, {}
+    for d in _run_dirs(root):
+        try: recs[d] = read_run(d)
+        except RunStoreError as e: broken[d] = str(e).removeprefix(f"run '{d}': ")
+    return recs, broken
+
+class BrokenRunsWarning(UserWarning):
+    "Some run folders could not be read (unfinished, truncated, edited) and were left out."
+
+def _check_runs_dir(runs_dir)->Path:
+    root = Path(runs_dir)
+    if not root.is_dir(): raise FileNotFoundError(f"runs_dir: no such folder '{root}'")
+    return root
+
 def collect(runs_dir:str|Path,      # a sweep's folder, or a folder of sweeps
             level:str="rows",       # 'rows': the rows each run saved; 'runs': one row per run
             failed:bool=False,      # include failed runs (with their error) in a 'runs' table
+            broken:str="warn",      # run folders that cannot be read: 'warn' (left out, named in a warning), 'raise' or 'ignore'
            )->pd.DataFrame:
     "The results of every finished run under `runs_dir` as one DataFrame."
     if level not in ("rows", "runs"): raise ValueError(f"level: expected one of ['rows', 'runs'], got {level!r}")
-    root, recs = Path(runs_dir), []
-    if not root.is_dir(): raise FileNotFoundError(f"runs_dir: no such folder '{root}'")
-    for m in sorted(root.rglob("metrics.json")):
-        try: rec = read_run(m.parent)
-        except RunStoreError: continue
+    if broken not in ("warn", "raise", "ignore"): raise ValueError(f"broken: expected one of ['warn', 'raise', 'ignore'], got {broken!r}")
+    root, out = _check_runs_dir(runs_dir), []
+    found, bad = _scan(root)
+    if bad and broken != "ignore":
+        names = ", ".join(f"{os.path.relpath(d, root)} ({why})" for d, why in list(bad.items())[:5]) + (" ..." if len(bad) > 5 else "")
+        msg = f"runs_dir: {len(bad)} run folder(s) under '{root}' could not be read and are left out: {names}"
+        if broken == "raise": raise RunStoreError(msg)
+        warnings.warn(msg + "; `problem_runs` lists them all", BrokenRunsWarning, stacklevel=2)
+    for d, rec in found.items():
         if rec["status"] != "ok" and not (failed and level == "runs"): continue
-        head = {"sweep": m.parent.parent.name, "run_id": rec["run_id"], "status": rec["status"], **rec["params"]}
+        head = {"sweep": d.parent.name, "run_id": rec["run_id"], "status": rec["status"], **rec["params"]}
         if level == "runs":
-            recs.append({**head, "elapsed_s": rec["elapsed_s"], **_scalars(rec.get("result", {})),
-                         **({"error": rec["error"]["message"]} if rec["status"] != "ok" else {})})
-        else: recs += [{**_scalars(head), **row} for row in rec["result"].get("rows", [_scalars(rec["result"])])]
-    return pd.DataFrame(recs)
+            out.append({**head, "elapsed_s": rec["elapsed_s"], **_scalars(rec.get("result", {})),
+                        **({"error": rec["error"]["message"]} if rec["status"] != "ok" else {})})
+        else: out += [{**_scalars(head), **row} for row in rec["result"].get("rows", [_scalars(rec["result"])])]
+    return pd.DataFrame(out)
+
+def problem_runs(runs_dir:str|Path, # a sweep's folder, or a folder of sweeps
+                )->pd.DataFrame:    # one row per run that `collect` leaves out: sweep, run_id, state, reason, path
+    "The runs under `runs_dir` without results: 'broken' folders (unfinished, corrupt) and 'failed' runs (the notebook raised)."
+    root = _check_runs_dir(runs_dir)
+    found, bad = _scan(root)
+    rows = [{"sweep": d.parent.name, "run_id": d.name, "state": "broken", "reason": why, "path": str(d)} for d, why in bad.items()]
+    rows += [{"sweep": d.parent.name, "run_id": d.name, "state": "failed", "reason": r["error"]["message"], "path": str(d)}
+             for d, r in found.items() if r["status"] != "ok"]
+    return pd.DataFrame(rows, columns=["sweep", "run_id", "state", "reason", "path"])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_training.ipynb #a106b1d4
 from __future__ import annotations
-import copy, hashlib, io, json, os, random, warnings
+import copy, hashlib, io, json, os, random, time, warnings
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -17,7 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import MNISTData, load_mnist, cache_dir
-from .models import get_model, MODELS
+from .data import check_choice, check_device, check_float, check_images, check_int, check_labels
+from .models import get_model, MODELS, ACTIVATIONS
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'CONFIGS', 'seed_everything', 'TrainConfig', 'get_config', 'make_optimizer', 'evaluate', 'History',
@@ -28,6 +29,7 @@ __all__ = ['OPTIMIZERS', 'CONFIGS', 'seed_everything', 'TrainConfig', 'get_confi
 def seed_everything(seed:int, # the seed for `random`, NumPy and torch
                    )->torch.Generator: # a CPU generator seeded with `seed`, for batch order and random masks
     "Seed every random number generator the package uses."
+    seed = check_int(seed, "seed")
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
@@ -44,10 +46,10 @@ class TrainConfig:
     momentum:float=0.9       # for 'sgd' only
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS: raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine"): raise ValueError(f"schedule: expected 'constant' or 'cosine', got {self.schedule!r}")
-        if not self.lr > 0: raise ValueError(f"lr: must be > 0, got {self.lr}")
-        if self.epochs < 0 or self.batch_size < 1: raise ValueError(f"epochs/batch_size: must be >= 0 / >= 1, got {self.epochs}/{self.batch_size}")
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS); check_choice(self.schedule, "schedule", ("constant", "cosine"))
+        check_float(self.lr, "lr", 0, low_open=True); check_int(self.epochs, "epochs", 1)
+        check_int(self.batch_size, "batch_size", 1); check_float(self.weight_decay, "weight_decay", 0)
+        check_float(self.momentum, "momentum", 0, 1, high_open=True)
 
 OPTIMIZERS = {"adam": lambda ps, c: torch.optim.Adam(ps, lr=c.lr, weight_decay=c.weight_decay),
               "sgd": lambda ps, c: torch.optim.SGD(ps, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)}
@@ -59,16 +61,41 @@ def get_config(config:str|TrainConfig, # a name in `CONFIGS` or a `TrainConfig`
               )->TrainConfig:
     "The `TrainConfig` for a name (or the config itself)."
     if isinstance(config, TrainConfig): return config
-    if config not in CONFIGS: raise ValueError(f"config: expected one of {sorted(CONFIGS)} or a TrainConfig, got {config!r}")
+    if not isinstance(config, str) or config not in CONFIGS:
+        raise ValueError(f"config: expected one of {sorted(CONFIGS)} or a TrainConfig, got {config!r}")
     return CONFIGS[config]
 
 def make_optimizer(model:nn.Module,     # the network whose trainable parameters it updates
                    config:TrainConfig, # optimiser, learning rate, weight decay and momentum
                   )->torch.optim.Optimizer:
     "A fresh optimiser over the trainable parameters of `model` (no state carried over)."
+    _check_model(model)
+    if not isinstance(config, TrainConfig): raise TypeError(f"config: expected a TrainConfig (see `get_config`), got {type(config).__name__}")
     return OPTIMIZERS[config.optimizer]([p for p in model.parameters() if p.requires_grad], config)
 
 # %% ../nbs/02_training.ipynb #2bd2ed7a
+def _check_model(model, device=None)->nn.Module:
+    "`model` itself when it is an `nn.Module` (with its parameters on `device`, if given); a clear error otherwise."
+    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module (e.g. from get_model), got {type(model).__name__}")
+    p = next(model.parameters(), None)
+    if device is not None and p is not None and (p.device.type != device.type or (device.index is not None and p.device.index != device.index)):
+        raise ValueError(f"device: the model's parameters are on {p.device}, not on {device}; move it with "
+                         f"`model.to({str(device)!r})` or pass device={str(p.device)!r}")
+    return model
+
+@torch.no_grad()
+def _n_classes(model:nn.Module, x:torch.Tensor, device)->int:
+    "Number of outputs of `model`, from one image."
+    was_training = model.training
+    model.eval(); n = model(x[:1].to(device)).shape[1]; model.train(was_training)
+    return n
+
+def _check_xy(model:nn.Module, x, y, device, xname:str="x", yname:str="y")->tuple[torch.Tensor, torch.Tensor]:
+    "Images and labels checked against each other and against `model`'s number of outputs."
+    x = check_images(x, xname)
+    y = check_labels(y, n=len(x), name=yname)
+    return x, check_labels(y, n_classes=_n_classes(model, x, device), name=yname)
+
 @torch.no_grad()
 def evaluate(model:nn.Module,                # the network, switched to eval mode for the pass
              x:torch.Tensor,                 # images, (N, 1, 28, 28)
@@ -77,7 +104,9 @@ def evaluate(model:nn.Module,                # the network, switched to eval mod
              device:str|torch.device="cpu",  # where to evaluate (`model` must already be there)
             )->dict:                # {'loss': mean cross-entropy, 'acc': accuracy in [0, 1]}
     "Mean cross-entropy and accuracy of `model` on `(x, y)`."
-    if len(x) == 0: raise ValueError("x: empty data")
+    device = check_device(device)
+    _check_model(model, device); batch_size = check_int(batch_size, "batch_size", 1)
+    x, y = _check_xy(model, x, y, device)
     was_training = model.training
     model.eval()
     loss, correct = 0.0, 0
@@ -102,6 +131,15 @@ class History(list):
 def _batches(n:int, batch_size:int, g:torch.Generator)->list[torch.Tensor]:
     return list(torch.randperm(n, generator=g).split(batch_size))
 
+def _check_data(data, model:nn.Module, device)->MNISTData:
+    "`data` with every split checked (float32 images, labels in range); a clear error naming the split otherwise."
+    if not isinstance(data, MNISTData): raise TypeError(f"data: expected an MNISTData (from `load_mnist`), got {type(data).__name__}")
+    splits = {}
+    for s in ("train", "val", "test"):
+        splits[f"x_{s}"], splits[f"y_{s}"] = _check_xy(model, getattr(data, f"x_{s}"), getattr(data, f"y_{s}"), device,
+                                                        f"data.x_{s}", f"data.y_{s}")
+    return MNISTData(**splits, root=data.root)
+
 def fit(model:nn.Module,                    # trained in place
         data:MNISTData,                     # in-memory MNIST (see `load_mnist`)
         config:str|TrainConfig="default",   # name in `CONFIGS` or a `TrainConfig`
@@ -113,9 +151,11 @@ def fit(model:nn.Module,                    # trained in place
         progress:bool=True,                 # show a progress bar
        )->History:                          # one dict per epoch (and one for an early stop)
     "Train `model` with a fresh optimiser of `config` over in-memory minibatches."
-    config = get_config(config)
-    epochs = config.epochs if epochs is None else epochs
-    model.to(device).train()
+    config, device, seed = get_config(config), check_device(device), check_int(seed, "seed")
+    epochs = config.epochs if epochs is None else check_int(epochs, "epochs", 1)
+    if on_step is not None and not callable(on_step): raise TypeError(f"on_step: expected a function `on_step(step, model) -> bool` or None, got {type(on_step).__name__}")
+    _check_model(model).to(device).train()
+    data = _check_data(data, model, device)
     x, y = data.x_train.to(device), data.y_train.to(device)
     g = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model, config)
@@ -148,6 +188,7 @@ def state_equal(a:nn.Module, # a model
                 b:nn.Module, # the model to compare it with
                )->bool:
     "True when two models have bit-identical state dicts."
+    _check_model(a); _check_model(b)
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -165,6 +206,7 @@ def save_checkpoint(path:str|Path, # the `.pt` file; a `.json` sidecar with its 
                     payload:dict,  # tensors, numbers, strings, lists and dicts only
                    ):
     "Write `payload` atomically with its SHA-256 in a sidecar."
+    if not isinstance(payload, dict): raise TypeError(f"payload: expected a dict of tensors, numbers and strings, got {type(payload).__name__}")
     buf = io.BytesIO(); torch.save(payload, buf)
     raw, path = buf.getvalue(), Path(path)
     _atomic_write(path, raw)
@@ -180,7 +222,11 @@ def load_checkpoint(path:str|Path, # a `.pt` file written by `save_checkpoint`, 
     except (OSError, ValueError, KeyError) as e: raise CheckpointError(f"checkpoint '{path}' or its hash sidecar is unreadable: {e}") from None
     if hashlib.sha256(raw).hexdigest() != expected:
         raise CheckpointError(f"checkpoint '{path}' does not match its stored SHA-256: it is corrupt")
-    return torch.load(io.BytesIO(raw), weights_only=True)
+    try: return torch.load(io.BytesIO(raw), weights_only=True)
+    except Exception as e:  # empty, truncated before hashing, or not tensors-only (weights_only refuses to unpickle it)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"checkpoint '{path}' matches its SHA-256 but cannot be loaded "
+                              f"({type(e).__name__}: {first}): it is corrupt") from None
 
 # %% ../nbs/02_training.ipynb #26fe3b7e
 @dataclass
@@ -210,8 +256,41 @@ def baseline_path(model:str,                # a name in `MODELS`
                   cache:str|Path|None=None, # checkpoint folder; default `cache_dir()/'checkpoints'`
                  )->Path:
     "Where the checkpoint of a baseline lives (the name carries a hash of the config's values)."
+    check_choice(model, "model", MODELS); check_int(seed, "seed"); check_choice(act, "act", ACTIVATIONS)
+    if not isinstance(config, str): raise TypeError(f"config: cached baselines need a config name from {sorted(CONFIGS)}, got {type(config).__name__}")
     h = hashlib.sha256(repr(get_config(config)).encode()).hexdigest()[:8]
     return Path(cache or cache_dir()/"checkpoints")/f"{model}-{act}-{config}-{h}-seed{seed}.pt"
+
+def _check_data_arg(data):
+    if data is not None and not isinstance(data, MNISTData):
+        raise TypeError(f"data: expected an MNISTData (from `load_mnist`) or None, got {type(data).__name__}")
+
+def _check_cache(cache)->None:
+    if cache is not None and Path(cache).exists() and not Path(cache).is_dir():
+        raise ValueError(f"cache: '{cache}' is a file, not a folder; pass a folder for the checkpoints (or None for the default)")
+
+def _from_checkpoint(ck, model:str, act:str, config:str, seed:int, path:Path, device)->Baseline:
+    "The `Baseline` held by a loaded checkpoint; `CheckpointError` naming `path` when it holds no `model` baseline."
+    try:
+        net = get_model(model, act=act); net.load_state_dict(ck["state"])
+        w_initial, t_initial, history = ck["w_initial"], float(ck["t_initial"]), History(ck["history"])
+        if not isinstance(w_initial, dict) or w_initial.keys() != net.state_dict().keys():
+            raise ValueError("its initial weights do not match the model's layers")
+        float(history[-1]["test_acc"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"checkpoint '{path}' does not hold a {model}-{act} baseline "
+                              f"({type(e).__name__}: {str(e).strip()[:200]}): it is corrupt") from None
+    return Baseline(net.to(device), w_initial, t_initial, get_config(config), history, seed, path)
+
+def _move_aside(path:Path)->Path|None:
+    "Rename a bad checkpoint (and its sidecar) to `<name>.corrupt-<timestamp>`; its new name, None if it could not be moved."
+    stamp, moved = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}", None
+    for i, p in enumerate((path, path.with_suffix(".json"))):
+        q = p.with_name(f"{p.name}.corrupt-{stamp}")
+        try: p.rename(q)
+        except OSError: continue  # gone already (another process moved it) or not writable
+        if i == 0: moved = q
+    return moved
 
 def train_baseline(model:str,                     # a name in `MODELS`
                    config:str="default",          # a name in `CONFIGS` (or a `TrainConfig`)
@@ -222,7 +301,10 @@ def train_baseline(model:str,                     # a name in `MODELS`
                    progress:bool=True,            # show a progress bar
                   )->Baseline:
     "Train a fresh `model` with `config` from seed `seed` (no caching)."
-    cfg, data = get_config(config), data if data is not None else load_mnist()
+    check_choice(model, "model", MODELS); check_choice(act, "act", ACTIVATIONS)
+    cfg, device, seed = get_config(config), check_device(device), check_int(seed, "seed")
+    _check_data_arg(data)
+    data = data if data is not None else load_mnist()
     seed_everything(seed)
     net = get_model(model, act=act)
     w_initial = copy.deepcopy(net.state_dict())
@@ -239,19 +321,16 @@ def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`
                  retrain:bool=False,              # ignore a cached checkpoint
                  progress:bool=True,              # show a progress bar while training
                 )->Baseline:
-    "A trained baseline from the checkpoint cache, training (and caching) it when missing or corrupt."
-    if model not in MODELS: raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")
-    get_config(config)
-    if not isinstance(config, str): raise TypeError("config: cached baselines need a config name from CONFIGS")
+    "A trained baseline from the checkpoint cache, training (and caching) it when missing, corrupt or unloadable."
     path = baseline_path(model, config, seed, act, cache)
+    get_config(config); device = check_device(device); _check_data_arg(data); _check_cache(cache)
+    if not isinstance(retrain, bool): raise TypeError(f"retrain: expected True or False, got {retrain!r}")
     if path.exists() and not retrain:
-        try:
-            ck = load_checkpoint(path)
-            net = get_model(model, act=act); net.load_state_dict(ck["state"])
-            return Baseline(net.to(device), ck["w_initial"], ck["t_initial"], get_config(config),
-                            History(ck["history"]), seed, path)
-        except (CheckpointError, RuntimeError, KeyError) as e:
-            warnings.warn(f"{e}; retraining the baseline")
+        try: return _from_checkpoint(load_checkpoint(path), model, act, config, seed, path, device)
+        except CheckpointError as e:
+            moved = _move_aside(path)
+            warnings.warn(f"{e}; " + (f"moved it aside to '{moved}'" if moved else "could not move it aside")
+                          + "; retraining the baseline")
     b = train_baseline(model, config, seed, act, data, device, progress)
     save_checkpoint(path, {"state": {k: v.cpu() for k, v in b.model.state_dict().items()},
                            "w_initial": {k: v.cpu() for k, v in b.w_initial.items()},

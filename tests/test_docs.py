@@ -1,11 +1,15 @@
-"""The published docs: the site builds, its pages load in headless Chromium with every figure and navigation link,
-README.md is what nbs/index.ipynb generates, and every public name has a documented `show_doc` entry."""
-import ast, base64, importlib, importlib.util, inspect, json, re, shutil, subprocess, sys, tempfile, time, urllib.request
+"""The published docs: the site builds; every page loads in headless Chromium with the network off, with its formulas
+typeset (no raw TeX), nothing clipped without a scrollbar, every figure loaded; every internal link resolves; search
+finds the analysis page; README.md is what nbs/index.ipynb generates; every public name has a documented `show_doc`
+entry; LICENSE and CITATION.cff are there."""
+import ast, base64, functools, http.server, importlib, importlib.util, inspect, json, re, shutil, subprocess, sys
+import tempfile, threading, time, urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
+from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS, SHOTS = ROOT/"nbs", ROOT/"test-output"
@@ -24,8 +28,8 @@ build_site = _load_builder()
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--host-resolver-rules=MAP * ~NOTFOUND",  # no network: CDN scripts (MathJax) fail fast, pages still load
-                  "--hide-scrollbars", "--window-size=1400,1000", "--remote-debugging-port=0"]
+                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network but this machine: remote loads fail fast
+                  "--window-size=1400,1000", "--remote-debugging-port=0"]
 
 
 class Chromium:
@@ -84,13 +88,40 @@ class Chromium:
         self.proc.wait(timeout=30)
 
 
-PAGE_REPORT = """(() => ({
-  title: document.title,
-  h1: (document.querySelector('h1') || {}).textContent || '',
-  text: document.body.innerText.length,
-  images: [...document.images].map(i => ({src: i.currentSrc || i.src, loaded: i.complete && i.naturalWidth > 0})),
-  nav: [...document.querySelectorAll('header a[href], nav a[href]')].map(a => a.href),
-}))()"""
+PAGE_REPORT = r"""(async () => {
+  if (window.MathJax && MathJax.startup) await MathJax.startup.promise;   // formulas typeset (or failed)
+  const main = document.querySelector('main') || document.body, right = main.getBoundingClientRect().right;
+  const scrolls = el => { for (let a = el.parentElement; a && a !== main.parentElement; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll') return true; } return false; };
+  const name = el => el.tagName.toLowerCase() + (el.className && typeof el.className === 'string' && el.className
+      ? '.' + el.className.trim().split(/\s+/).slice(0, 2).join('.') : '');
+  const clipped = [];
+  for (const el of main.querySelectorAll('*')) {
+    if (el.closest('mjx-container') && el.tagName !== 'MJX-CONTAINER') continue;
+    const cs = getComputedStyle(el), r = el.getBoundingClientRect();
+    if (cs.display !== 'inline' && el.scrollWidth > el.clientWidth + 1 && ['hidden', 'clip'].includes(cs.overflowX))
+      clipped.push(`${name(el)} hides ${el.scrollWidth - el.clientWidth} px`);
+    else if (r.width && r.right > right + 1 && !scrolls(el))
+      clipped.push(`${name(el)} runs ${Math.round(r.right - right)} px past the page`);
+  }
+  const prose = document.body.cloneNode(true);   // text a reader sees as prose: code (except math-in-code) removed
+  prose.querySelectorAll('pre:not(.math-in-code), code, script, style, mjx-container, .jp-CodeCell .jp-InputArea').forEach(e => e.remove());
+  return {
+    title: document.title,
+    h1: (document.querySelector('h1') || {}).textContent || '',
+    headings: [...document.querySelectorAll('main h1, main h2, main h3, main h4')].map(h => h.textContent.replace('¶', '').trim()),
+    text: document.body.innerText.length,
+    images: [...document.images].map(i => ({src: i.currentSrc || i.src, loaded: i.complete && i.naturalWidth > 0})),
+    nav: [...document.querySelectorAll('header a[href], nav a[href]')].map(a => a.href),
+    remote: [...document.querySelectorAll('script[src], link[href][rel=stylesheet], img[src]')]
+      .map(e => e.src || e.href).filter(u => /^https?:/.test(u) && !u.startsWith(location.origin)),
+    math: document.querySelectorAll('mjx-container').length,
+    math_errors: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent).slice(0, 5),
+    raw_tex: [...prose.textContent.matchAll(/\$\$[^$]+\$\$|\$[^$\n]+\$|\\\(.+?\\\)|\\\[.+?\\\]/gs)].map(m => m[0].slice(0, 60)).slice(0, 5),
+    clipped: clipped.slice(0, 8), n_clipped: clipped.length,
+    search_box: !!document.querySelector('#site-search input'),
+  };
+})()"""
 
 
 # ---------------------------------------------------------------- fixtures
@@ -114,6 +145,22 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="module")
+def served(site):
+    "The built site over HTTP on 127.0.0.1 (search needs HTTP: browsers refuse its modules and index from file://)."
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+
+
 def _local_file(url:str)->Path|None:
     u = urlparse(url)
     return Path(unquote(u.path)) if u.scheme == "file" else None
@@ -132,6 +179,16 @@ def _site_pages()->list[str]:
     return list(dict.fromkeys([*hrefs(w["navbar"].get("left")), *hrefs(w["sidebar"].get("contents"))]))
 
 
+def _built_pages()->list[str]:
+    "Every page the site builds (relative to the site root), from the notebooks `_quarto.yml` renders."
+    pages = build_site._site_pages_by_out()
+    return sorted(pages)
+
+
+GUIDES = ["index.html", "tutorial.html", "analysis.html", "validity.html", "paper.html"]
+SCREENSHOTS = {"index.html", "analysis.html", "tutorial.html", "bounds.html"}  # home, two guides, one API page
+
+
 def test_site_config_is_single():
     "`_quarto.yml` is the one site configuration: nbs/ holds no second copy."
     assert not any((NBS/f).exists() for f in ("_quarto.yml", "nbdev.yml", "sidebar.yml"))
@@ -142,23 +199,178 @@ def test_navigation_page_exists(src):
     assert (NBS/src).exists(), f"_quarto.yml names nbs/{src}, which does not exist"
 
 
-@pytest.mark.parametrize("page", ["index.html", "analysis.html"])
+@pytest.mark.parametrize("page", _built_pages())
 def test_page_in_browser(site, browser, page):
-    "The page renders, every figure loaded, every local navigation link resolves; a screenshot is saved."
+    "With the network off: formulas typeset from the site's own MathJax, no raw TeX, nothing clipped, every figure loaded."
     path = site/page
     assert path.exists(), f"{page} was not built"
     browser.goto(path.as_uri())
     r = browser.eval(PAGE_REPORT)
-    SHOTS.mkdir(exist_ok=True)
-    browser.screenshot(SHOTS/page.replace(".html", ".png"))
+    if page in SCREENSHOTS:
+        SHOTS.mkdir(exist_ok=True)
+        browser.screenshot(SHOTS/page.replace(".html", ".png"))
     assert r["h1"].strip() and r["text"] > 500, f"{page}: rendered almost nothing"
-    assert r["images"], f"{page}: has no figure"
+    assert not r["remote"], f"{page}: loads from the network: {r['remote'][:3]}"
+    assert not r["raw_tex"], f"{page}: TeX left untypeset: {r['raw_tex']}"
+    assert not r["math_errors"], f"{page}: MathJax could not typeset: {r['math_errors']}"
+    assert not r["clipped"], f"{page}: {r['n_clipped']} elements clipped without a scrollbar, e.g. {r['clipped']}"
     broken = [i["src"][:120] for i in r["images"] if not i["loaded"]]
     assert not broken, f"{page}: figures that did not load: {broken}"
+    dashed = [h for h in r["headings"] if h.endswith(" -")]
+    assert not dashed, f"{page}: headings with nbdev's trailing ' -': {dashed}"
+    assert r["search_box"], f"{page}: no search box"
     local = {_local_file(u) for u in r["nav"]} - {None}
     assert len(local) >= 5, f"{page}: navigation has {len(local)} local links"
     dangling = sorted(str(p.relative_to(site)) if p.is_relative_to(site) else str(p) for p in local if not p.is_file())
     assert not dangling, f"{page}: navigation links to missing pages {dangling}"
+
+
+def test_formulas_are_typeset(site, browser):
+    "The pages with the most TeX render it: prose, display equations with the paper's numbers, and show_doc comments."
+    counts = {}
+    for page in ("bounds.html", "deviation.html", "paper.html"):
+        browser.goto((site/page).as_uri())
+        counts[page] = browser.eval("MathJax.startup.promise.then(() => ["
+                                    "document.querySelectorAll('main mjx-container').length,"
+                                    "document.querySelectorAll('pre.math-in-code mjx-container').length])")
+    assert all(n > 50 for n, _ in counts.values()), counts
+    assert counts["deviation.html"][1] > 0, "no formula typeset in a show_doc signature's parameter comments"
+    browser.goto((site/"paper.html").as_uri())
+    shown = browser.eval("MathJax.startup.promise.then(() => [...document.querySelectorAll('mjx-container[display=true]')]"
+                         ".map(m => m.textContent).join(' '))")  # the MathML copy MathJax adds for screen readers
+    numbers = [f"(3.{i})" for i in range(1, 14) if i != 7]   # the thesis's eqs. 3.1-3.13 (3.7 is not used)
+    missing = [n for n in numbers if n not in shown]
+    assert not missing, f"paper.html: equations not shown with their numbers: {missing}"
+
+
+def _html_files(site:Path)->list[Path]:
+    return sorted(p for p in site.rglob("*.html") if p.relative_to(site).parts[0] not in ("pagefind", "assets"))
+
+
+def test_internal_links_resolve(site):
+    "Every relative link and anchor on every page resolves inside the site; none points at the research notes."
+    ids, soups = {}, {}
+    for f in _html_files(site):
+        soups[f] = BeautifulSoup(f.read_text(), "html.parser")
+        ids[f] = {t["id"] for t in soups[f].find_all(id=True)} | {t["name"] for t in soups[f].find_all("a", attrs={"name": True})}
+    bad = []
+    for f, soup in soups.items():
+        main = BeautifulSoup(str(soup.find("main")), "html.parser")   # prose and code comments, not code
+        text = " ".join(c.get_text() for c in main.select("pre span.c1"))
+        for pre in main.find_all("pre"): pre.decompose()
+        if raw := re.findall(r"\[[^\]\n]*\]\([^)\s]+\)", text + main.get_text()):
+            bad.append(f"{f.relative_to(site)}: markdown link left as text: {raw[0][:80]}")
+        for a in soup.find_all("a", href=True):
+            href = a["href"]
+            if "PAPER.md" in href: bad.append(f"{f.relative_to(site)}: links to PAPER.md")
+            if re.match(r"^[a-z]+:", href) or href.startswith("//"): continue
+            path, _, frag = href.partition("#")
+            target = (f.parent/unquote(path)).resolve() if path else f
+            if not target.is_file() or not target.is_relative_to(site.resolve()):
+                bad.append(f"{f.relative_to(site)}: {href} (no such file)")
+            elif frag and target.suffix == ".html" and unquote(frag) not in ids.get(target, set()):
+                bad.append(f"{f.relative_to(site)}: {href} (no such anchor)")
+    assert not bad, f"{len(bad)} broken internal links:\n  " + "\n  ".join(bad[:20])
+
+
+def test_search_finds_the_analysis(site, browser, served):
+    "Pagefind's search box, on the site served over HTTP, lists the analysis page for 'Net Deviation'."
+    assert (site/"pagefind"/"pagefind-ui.js").is_file(), "the search index was not built (pip install 'pagefind[bin]')"
+    browser.goto(f"{served}/index.html")
+    links = browser.eval("""(async () => {
+      const input = await new Promise((ok, fail) => { const t0 = Date.now(); (function poll() {
+        const i = document.querySelector('.pagefind-ui__search-input');
+        if (i) ok(i); else if (Date.now() - t0 > 10000) fail('no search input'); else setTimeout(poll, 50); })(); });
+      input.value = 'Net Deviation';
+      input.dispatchEvent(new Event('input', {bubbles: true}));
+      const sleep = ms => new Promise(r => setTimeout(r, ms)), t0 = Date.now();
+      let more;
+      while (Date.now() - t0 < 20000) {   // the results, and every "Load more results" a reader could click
+        const links = document.querySelectorAll('a.pagefind-ui__result-link');
+        if (links.length && !(more = document.querySelector('.pagefind-ui__button'))) break;
+        if (more) { more.click(); more = null; }
+        await sleep(150);
+      }
+      return [...document.querySelectorAll('a.pagefind-ui__result-link')].map(a => a.href);
+    })()""")
+    pages = list(dict.fromkeys(urlparse(u).path.rsplit("/", 1)[-1] for u in links))
+    print("search 'Net Deviation':", pages)
+    assert "analysis.html" in pages, f"search for 'Net Deviation' listed {pages}"
+
+
+def test_search_offline_says_how(site, browser):
+    "From file://, where browsers refuse search, the search box says to serve the site instead."
+    browser.goto((site/"index.html").as_uri())
+    browser.send("Emulation.setFocusEmulationEnabled", enabled=True)   # headless: let the page take focus
+    r = browser.eval("""(() => { const i = document.querySelector('#site-search .search-offline'); i.focus();
+      const n = document.querySelector('#site-search .search-note');
+      return {visible: !i.hidden && i.offsetWidth > 0, note: n.offsetWidth > 0 ? n.textContent : ''}; })()""")
+    assert r["visible"] and "http.server" in r["note"], r
+
+
+def _only_assertions(code:str)->bool:
+    lines = [l for l in code.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    return bool(lines) and all(l.lstrip().startswith(("test_", "assert ")) or l.startswith((" ", ")")) for l in lines)
+
+
+@pytest.mark.parametrize("page", GUIDES)
+def test_guides_hide_bookkeeping(site, page):
+    "Guide pages show no cell of bare assertions (they are `#| hide`: they still run in nbdev_test)."
+    soup = BeautifulSoup((site/page).read_text(), "html.parser")
+    shown = [pre.get_text()[:80] for pre in soup.select(".jp-InputArea pre") if _only_assertions(pre.get_text())]
+    assert not shown, f"{page}: bookkeeping assertion cells shown: {shown}"
+
+
+@pytest.mark.parametrize("page", _built_pages())
+def test_subtitle_whole(site, page):
+    "A page's subtitle is its notebook's whole first `>` blockquote, not only the first line."
+    src = build_site._site_pages_by_out()[page]
+    want = build_site.full_subtitle(NBS/src)
+    if not want: return
+    bq = BeautifulSoup((site/page).read_text(), "html.parser").find("main").find("blockquote")
+    have = " ".join(bq.get_text().split()) if bq else ""
+    want = " ".join(re.sub(r"[`*]", "", want).split())
+    assert have == want, f"{page}: subtitle {have!r}, expected {want!r}"
+
+
+def test_no_notebook_cites_the_research_notes():
+    "PAPER.md is research material a reader cannot open: notebooks link to sections of the paper page instead."
+    cites = []
+    for nb in sorted(NBS.rglob("*.ipynb")):
+        if any(s[0] in "_." for s in nb.relative_to(NBS).parts): continue
+        for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
+            if "PAPER.md" in "".join(cell["source"]): cites.append(f"{nb.relative_to(NBS)} cell {i}")
+    assert not cites, "cells that cite PAPER.md (link to a section of nbs/paper.ipynb instead):\n  " + "\n  ".join(cites)
+
+
+def test_paper_page_anchors():
+    "The paper page gives every section a stable `{#id}`, and the links into it from the other notebooks name one of them."
+    text = "".join("".join(c["source"]) for c in json.loads((NBS/"paper.ipynb").read_text())["cells"])
+    headings = re.findall(r"^#{2,3} .*$", text, re.M)
+    missing = [h for h in headings if not re.search(r"\{#[\w-]+\}\s*$", h)]
+    assert not missing, f"paper.ipynb sections without an explicit id: {missing}"
+    anchors = set(re.findall(r"\{#([\w-]+)\}", text))
+    links = set()
+    for nb in NBS.rglob("*.ipynb"):
+        links |= set(re.findall(r"paper\.ipynb#([\w.-]+)", nb.read_text()))
+    assert links and links <= anchors, f"links to missing sections of the paper page: {sorted(links - anchors)}"
+
+
+# ---------------------------------------------------------------- license and citation
+
+def test_license_and_citation():
+    "LICENSE is the Apache-2.0 text settings.ini declares; CITATION.cff cites the paper and the package."
+    cfg = (ROOT/"settings.ini").read_text()
+    assert re.search(r"^license\s*=\s*apache2\s*$", cfg, re.M)
+    lic = (ROOT/"LICENSE").read_text()
+    assert "Apache License" in lic and "Version 2.0, January 2004" in lic and "END OF TERMS AND CONDITIONS" in lic
+    cff = yaml.safe_load((ROOT/"CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "Apache-2.0" and cff["type"] == "software"
+    assert cff["version"] == re.search(r"^version\s*=\s*(\S+)", cfg, re.M)[1], "CITATION.cff version differs from settings.ini"
+    paper = cff["preferred-citation"]
+    assert paper["doi"] == "10.1007/978-3-030-34869-4_17" and paper["year"] == 2019
+    assert [a["family-names"] for a in paper["authors"]] == ["John", "Mishra", "Sheeba Rani"]
+    assert (ROOT/"CHANGELOG.md").read_text().startswith("# Changelog")
 
 
 # ---------------------------------------------------------------- README

@@ -1,7 +1,7 @@
 """The run store under stress: kill -9 part-way and resume, corrupt folders, failing runs, a Dask executor,
 bad grid files, and the `netdeviation` command line. A toy template notebook keeps every run to a kernel start;
 one uninterrupted reference sweep is shared by the tests that compare against it."""
-import json, os, shutil, signal, subprocess, sys, time
+import json, os, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 import nbformat
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from netdeviation.cli import main
-from netdeviation.sweeps import collect, load_grid, run_grid_file, run_id, run_state, run_sweep
+from netdeviation.sweeps import BrokenRunsWarning, collect, load_grid, problem_runs, run_grid_file, run_id, run_state, run_sweep
 
 CLI = Path(sys.executable).parent/"netdeviation"
 GRID, FIXED = {"x": [1, 2, 3, 4]}, {"sleep": 0.5}
@@ -94,10 +94,15 @@ def test_corrupt_runs_are_detected_and_rerun(toy, reference, tmp_path):
     for x, how in DAMAGES.items():
         _damage(d := runs/"s"/run_id({**FIXED, "x": float(x)}), how)
         assert run_state(d) == "broken", how
-    (runs/"s"/"0123456789ab").mkdir()  # a folder left by a run killed before it wrote anything: ignored
-    assert collect(runs, level="runs").empty  # a broken run is never collected
+    (runs/"s"/"0123456789ab").mkdir()  # a folder left by a run killed before it wrote anything
+    with pytest.warns(BrokenRunsWarning, match="5 run folder") as caught:
+        assert collect(runs, level="runs").empty  # a broken run is never collected, and never silently left out
+    assert "s/0123456789ab (no metrics.json" in str(caught[0].message)
+    assert sorted(problem_runs(runs).state) == ["broken"]*5
     res = run_sweep(toy, GRID, FIXED, name="s", runs_dir=runs, workers=2, progress=False)
     assert res.count("done") == 4
+    assert problem_runs(runs).run_id.tolist() == ["0123456789ab"]  # not a run of the grid: left as it is
+    (runs/"s"/"0123456789ab").rmdir()
     _same_tables(runs, reference)
 
 
@@ -117,6 +122,53 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(toy, tmp_path, capsys):
     assert t.loc[bad.name, "status"] == "error" and "asked to fail" in t.loc[bad.name, "error"]
     assert len(collect(tmp_path/"runs", level="runs")) == 2
     assert main(cmd + ["--no-retry-failed"]) == 0 and "3 skipped" in capsys.readouterr().out
+
+
+def test_a_relative_cache_folder_is_made_absolute_for_the_kernels(tmp_path, monkeypatch):
+    "NETDEVIATION_CACHE=rel_cache: every kernel (which runs in its run folder) sees the folder meant, made absolute."
+    nb = _notebook(tmp_path/"env.ipynb", "x = 1.0\nresult_path = None", "import os\nsave_result(result_path, cache=os.environ['NETDEVIATION_CACHE'])")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NETDEVIATION_CACHE", "rel_cache")
+    assert run_sweep(nb, {"x": [1]}, runs_dir="runs", workers=1, progress=False).count("done") == 1
+    assert collect(tmp_path/"runs", level="runs").cache.tolist() == [str(tmp_path.resolve()/"rel_cache")]
+
+
+# ---------------------------------------------------------------- the lock
+
+LOCK_RACE = """
+import json, sys, time
+from pathlib import Path
+from netdeviation.sweeps import SweepLockedError, lock_folder
+root, me = Path(sys.argv[1]), Path(sys.argv[2])
+me.with_suffix(".ready").touch()
+while not (root.parent/"go").exists(): time.sleep(0.001)
+try:
+    with lock_folder(root):
+        t0 = time.time(); time.sleep(0.2); rec = {"held": [t0, time.time()]}
+except SweepLockedError as e: rec = {"refused": str(e)}
+me.write_text(json.dumps(rec))
+"""
+
+def test_a_stale_lock_is_taken_over_by_one_process_at_a_time(tmp_path):
+    "Eight processes race for a lock left by a dead process: the times they held it never overlap; the others are told who holds it."
+    root, n = tmp_path/"s", 8
+    root.mkdir()
+    ended = subprocess.Popen(["true"]); ended.wait()
+    (root/".lock").write_text(f"{socket.gethostname()} {ended.pid}")  # left behind by a process that has ended
+    (script := tmp_path/"race.py").write_text(LOCK_RACE)
+    procs = [subprocess.Popen([sys.executable, str(script), str(root), str(tmp_path/f"p{i}.json")]) for i in range(n)]
+    deadline = time.time() + 300
+    while len(list(tmp_path.glob("*.ready"))) < n:
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "a racer ended before the start"
+        time.sleep(0.05)
+    (tmp_path/"go").touch()
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    recs = [json.loads((tmp_path/f"p{i}.json").read_text()) for i in range(n)]
+    held = sorted(r["held"] for r in recs if "held" in r)
+    assert held and all(a[1] <= b[0] for a, b in zip(held, held[1:])), held
+    pids = {str(p.pid) for p in procs}
+    assert all(r["refused"].split("(process ")[1].split()[0] in pids for r in recs if "refused" in r)
+    assert not (root/".lock").exists()
 
 
 # ---------------------------------------------------------------- Dask

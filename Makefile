@@ -10,7 +10,7 @@ export NETDEVIATION_CACHE ?= $(CURDIR)/.cache
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e ".[dev]"  # .pyc are written on first import
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,14 +4,15 @@ same sweep. Prints one JSON object.
 Goals (2 CPU cores): `--quick` <= 3 min, `--full` <= 30 min, 2 workers >= 1.6x faster than 1.
 Every run goes to a fresh temporary runs folder, so nothing is skipped as already finished; the baseline checkpoint
 cache ($NETDEVIATION_CACHE) is used as it is (`cache_warm` says whether every baseline the measured modes need was
-already there). The machine may be shared: `load_avg_before`/`after` say how busy it was. `--skip-full` leaves out the 30-minute run and reports `full_s` as null.
+already there). The machine may be shared: `load_avg_before`/`after` say how busy it was. `--skip-full` leaves out the 30-minute run and reports `full_s` as null. `--cold` also times `--quick` with an empty
+baseline cache (`quick_cold_s`), which is `make reproduce` on a fresh clone without the venv's creation.
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import torch
 
-from netdeviation.cli import PLANS, baselines_needed
+from netdeviation.report import PLANS, baselines_needed
 from netdeviation.sweeps import run_sweep
 from netdeviation.training import baseline_path
 
@@ -20,12 +21,13 @@ SPEEDUP_GRID = {"model": ["lenet_300_100"], "methods": [["random"], ["magnitude"
 SPEEDUP_FIXED = {"amounts": [0.2, 0.4, 0.6, 0.8]}
 
 
-def time_reproduce(mode:str)->float:
-    "Seconds for one `netdeviation reproduce --<mode>` into scratch folders."
+def time_reproduce(mode:str, cold:bool=False)->float:
+    "Seconds for one `netdeviation reproduce --<mode>` into scratch folders; `cold`: with an empty baseline cache too."
     with tempfile.TemporaryDirectory() as d:
+        env = {**os.environ, **({"NETDEVIATION_CACHE": f"{d}/cache"} if cold else {})}
         t = time.perf_counter()
         subprocess.run([str(CLI), "reproduce", f"--{mode}", "--runs-dir", f"{d}/runs", "--out", f"{d}/out", "--quiet"],
-                       check=True, capture_output=True)  # stdout stays one JSON object
+                       check=True, capture_output=True, env=env)  # stdout stays one JSON object
         return time.perf_counter() - t
 
 
@@ -40,6 +42,8 @@ def time_sweep(workers:int, grid:dict=SPEEDUP_GRID)->float:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skip-full", action="store_true", help="do not run `reproduce --full` (reported as null)")
+    p.add_argument("--cold", action="store_true", help="also time `--quick` with an empty baseline cache, as on a fresh clone "
+                   "(the `paper` baselines it needs are trained; MNIST still comes from NETDEVIATION_DATA)")
     args = p.parse_args()
     torch.set_num_threads(2)
     modes = ["quick"] + ([] if args.skip_full else ["full"])
@@ -50,9 +54,10 @@ def main():
     out.update(sweep_runs=len(SPEEDUP_GRID["methods"]), sweep_1_worker_s=round(one, 1), sweep_2_workers_s=round(two, 1),
                speedup_2_over_1=round(one/two, 2))
     out["quick_s"] = round(time_reproduce("quick"), 1)
+    out["quick_cold_s"] = round(time_reproduce("quick", cold=True), 1) if args.cold else None
     out["full_s"] = None if args.skip_full else round(time_reproduce("full"), 1)
-    out["goals"] = {"quick_s": 180, "full_s": 1800, "speedup_2_over_1": 1.6}
-    out["goal_met"] = {"quick": out["quick_s"] <= 180, "full": None if out["full_s"] is None else out["full_s"] <= 1800,
+    out["goals"] = {"quick_s": 180, "quick_cold_s": 300, "full_s": 1800, "speedup_2_over_1": 1.6}  # cold: `make reproduce`'s 5 min
+    out["goal_met"] = {"quick": out["quick_s"] <= 180, "quick_cold": None if out["quick_cold_s"] is None else out["quick_cold_s"] <= 300, "full": None if out["full_s"] is None else out["full_s"] <= 1800,
                        "speedup": out["speedup_2_over_1"] >= 1.6}
     out["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(out, indent=1))

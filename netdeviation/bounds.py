@@ -275,7 +275,7 @@ def gamma_free_bounds(delta_s:float,            # Δ_s = L(W_sparse) − L*, the
                       t_initial:float|None=None,   # epochs of the original training, for `relative_lower`
                       iters_per_epoch:float=1.0,   # N_train / batch size
                      )->RetrainingBounds:
-    "The γ-free bounds of PAPER.md §2.5 on the iterations gradient descent needs to bring Δ_s below ε, each with its status."
+    "The γ-free bounds on the iterations gradient descent needs to bring Δ_s below ε, each with its status."
     check_float(delta_s, "delta_s"); _positive(eps=eps, eta=eta, iters_per_epoch=iters_per_epoch)
     delta_i, t_initial = _optional(delta_i, "delta_i"), _optional(t_initial, "t_initial", 0, low_open=True)
     q = dict(eps=eps, eta=eta, mu=mu, beta=beta, delta_s=delta_s, dist_sq=dist_sq, delta_i=delta_i, t_initial=t_initial)

@@ -4,367 +4,18 @@
 
 # %% ../nbs/08_cli.ipynb #66dac4ce
 from __future__ import annotations
-import argparse, json, os, shutil, sys, textwrap, time, warnings
+import argparse, sys, textwrap, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
-from scipy.stats import rankdata
-
 import netdeviation
 from .data import check_device, check_float, check_int
-from .models import MODELS
-from .pruning import METHODS
-from .retraining import as_paper_table
-from .sweeps import (GridSpec, RunStoreError, SweepLockedError, check_executor, check_folder, collect, expand_grid,
-                                 grid_spec, load_grid, notebook_params, problem_runs, run_sweeps)
-from .training import CONFIGS, get_baseline
+from .report import baselines_table, brief, check_out_dir, default_dirs, plan_specs, report, reproduce
+from .sweeps import RunStoreError, SweepLockedError, check_folder, load_grid, run_sweeps
+from .training import CONFIGS
 
 # %% auto #0
-__all__ = ['HAN_ACC', 'PLANS', 'PAPER_D', 'PAPER_ACC', 'PAPER_AMOUNTS', 'FIGURE_OF', 'SCORES', 'TARGETS', 'REPORT_SWEEPS',
-           'REPORT_TITLE', 'GRID_EXAMPLE', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_ERROR', 'EXIT_LOCKED', 'EXIT_INTERRUPTED',
-           'DASK_TIMEOUT', 'baselines_table', 'deviation_figure', 'accuracy_figure', 'spearman_ci', 'validity_table',
-           'verdict', 'clustered_vs_random', 'to_markdown', 'report', 'default_dirs', 'baselines_needed', 'plan_specs',
-           'reproduce', 'main']
-
-# %% ../nbs/08_cli.ipynb #430cb9b5
-HAN_ACC = {"lenet_300_100": 0.9836, "lenet5_caffe": 0.9920}  # Han et al. 2015, Table 1 (error 1.64% / 0.80%)
-
-def baselines_table(models=tuple(MODELS), # model names
-                    config:str="default",  # training config name
-                    seed:int=0,            # seed of initialisation and batch order
-                    device:str="cpu",      # where to train
-                    progress:bool=True,    # show progress bars
-                   )->pd.DataFrame:        # one row per model
-    "Test accuracy and training length of the cached baselines (training any that are missing)."
-    rows = []
-    for m in models:
-        b = get_baseline(m, config, seed, device=device, progress=progress)
-        rows.append({"model": m, "config": config, "seed": seed, "test_acc": b.test_acc,
-                     "t_initial": b.t_initial, "han_2015_acc": HAN_ACC.get(m)})
-    return pd.DataFrame(rows).set_index("model")
-
-# %% ../nbs/08_cli.ipynb #1ff5b1f8
-_MODELS2 = ["lenet_300_100", "lenet5"]
-_TABLES = [{"method": ["random"], "amounts": [[0.1, 0.6, 0.9]]},       # Table 3.1: connection pruning
-           {"method": ["random_node"], "amounts": [[0.1, 0.5, 0.9]]}]  # Table 3.2: node pruning
-
-def _tables_grid(models, seeds, extra_methods=(), extra_seeds=(0,)):
-    return [{"model": models, "seed": seeds, **g} for g in _TABLES] + (
-        [{"model": models, "seed": list(extra_seeds), "method": list(extra_methods), "amounts": [[0.1, 0.5, 0.9]]}] if extra_methods else [])
-
-_METHODS3 = ["random", "magnitude", "clustered"]
-
-PLANS = {
-    "quick": {"retraining": dict(grid=_tables_grid(_MODELS2, [0]), fixed={"max_epochs": 1.0, "n_prune": 1000}),
-              "net_deviation": dict(grid={"model": _MODELS2, "seed": [0]},
-                                    fixed={"methods": _METHODS3, "amounts": [0.2, 0.5, 0.8], "n_prune": 1000})},
-    "full": {"han": dict(grid={"model": ["lenet_300_100", "lenet5_caffe"], "seed": [0]}, fixed={"config": "default", "epochs": 20}),
-             "retraining": dict(grid=_tables_grid(_MODELS2, [0, 1, 2], ("magnitude", "clustered")), fixed={"max_epochs": 5.0}),
-             "net_deviation": dict(grid={"model": _MODELS2, "seed": [0, 1, 2]},
-                                   fixed={"methods": _METHODS3 + ["random_node", "magnitude_node"],
-                                          "amounts": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]})},
-}
-
-# %% ../nbs/08_cli.ipynb #b446e37d
-PAPER_D = {  # thesis Figs 3.1 / 3.2, D at 10, 20, ..., 80% (read by eye, ±0.02)
-    "lenet_300_100": {"random": [.53, .82, .96, 1, .98, .92, .84, .75], "magnitude": [.63, .89, .98, 1, 1, 1, 1, 1],
-                      "clustered": [.92, 1, .91, .73, .53, .34, .20, .10]},
-    "lenet5": {"random": [.32, .62, .80, .87, .94, .98, 1, .99], "magnitude": [.81, .95, .99, 1, 1, 1, 1, 1],
-               "clustered": [.92, .91, 1, .84, .78, .54, .35, .01]}}
-PAPER_ACC = {"lenet_300_100": {"random": [.97, .965, .96, .96, .915, .90, .81, .84],  # thesis Fig 3.3
-                               "clustered": [.97, .96, .955, .935, .905, .835, .68, .395]}}
-PAPER_AMOUNTS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
-
-# %% ../nbs/08_cli.ipynb #6bc1ed06
-def _mean_sd(df:pd.DataFrame, col:str, by:list[str])->pd.DataFrame:
-    return df.groupby(by)[col].agg(["mean", "std", "count"]).reset_index()
-
-def _curves(ax, df:pd.DataFrame, col:str, paper:dict):
-    for method, g in _mean_sd(df, col, ["method", "amount"]).groupby("method", sort=False):
-        c = f"C{METHODS.index(method)}" if method in METHODS else None  # one colour per method in every figure
-        ax.errorbar(100*g["amount"], g["mean"], yerr=g["std"] if g["count"].max() > 1 else None, color=c, marker="o",
-                    capsize=3, label=method)
-        if method in paper: ax.plot([100*a for a in PAPER_AMOUNTS], paper[method], ":", color=c, alpha=.7, label=f"{method} (paper)")
-    ax.set_xlabel("pruning % (per layer)"); ax.grid(alpha=.3); ax.legend(fontsize=7)
-
-FIGURE_OF = {"lenet_300_100": 1, "lenet5": 2}  # the paper's Figure 3.1 and 3.2
-
-def _models(df:pd.DataFrame)->list[str]: return sorted(set(df.model), key=lambda m: (FIGURE_OF.get(m, 9), m))
-
-def deviation_figure(dev:pd.DataFrame, # rows of the net_deviation sweep
-                     model:str,        # which model to draw
-                    )->Figure:
-    "Figure 3.1/3.2: Net Deviation D against the pruning percentage, per method."
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained"); ax = fig.subplots()
-    _curves(ax, dev[dev.model == model], "D", PAPER_D.get(model, {}))
-    ax.set_ylabel("Net Deviation D (eq. 3.13)"); ax.set_title(f"{model}: D before retraining")
-    return fig
-
-def accuracy_figure(dev:pd.DataFrame, # rows of the net_deviation sweep
-                   )->Figure:
-    "Figure 3.3: test accuracy before retraining against the pruning percentage, one panel per model."
-    models = _models(dev)
-    fig = Figure(figsize=(5*len(models), 3.6), layout="constrained")
-    for ax, m in zip(np.atleast_1d(fig.subplots(1, len(models))), models):
-        _curves(ax, dev[dev.model == m], "test_acc", PAPER_ACC.get(m, {}))
-        ax.set_ylabel("test accuracy, before retraining"); ax.set_title(m)
-    return fig
-
-# %% ../nbs/08_cli.ipynb #00c9f8f3
-def _rank_rows(a:np.ndarray)->np.ndarray: return rankdata(a, axis=-1)  # average ranks for ties
-
-def _pearson_rows(a:np.ndarray, b:np.ndarray)->np.ndarray:
-    a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
-    den = np.sqrt((a*a).sum(-1)*(b*b).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"): return np.where(den > 0, (a*b).sum(-1)/den, np.nan)
-
-def spearman_ci(x,                    # one score per observation
-                y,                    # the target, paired with `x` (NaN pairs are dropped)
-                n_boot:int=2000,       # bootstrap resamples
-                level:float=0.95,      # coverage of the interval
-                seed:int=0,            # seeds the resampling
-               )->dict:                # {'rho', 'lo', 'hi', 'n'}
-    "Spearman's rank correlation with a percentile bootstrap confidence interval."
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.shape != y.shape or x.ndim != 1: raise ValueError(f"x, y: expected two 1-d sequences of equal length, got shapes {x.shape} and {y.shape}")
-    keep = ~(np.isnan(x) | np.isnan(y)); x, y = x[keep], y[keep]
-    if len(x) < 3: raise ValueError(f"x: need at least 3 complete pairs, got {len(x)}")
-    rho = float(_pearson_rows(_rank_rows(x), _rank_rows(y)))
-    idx = np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))
-    boot = _pearson_rows(_rank_rows(x[idx]), _rank_rows(y[idx]))
-    lo, hi = np.nanquantile(boot, [(1-level)/2, (1+level)/2]) if np.isfinite(boot).any() else (np.nan, np.nan)
-    return {"rho": rho, "lo": float(lo), "hi": float(hi), "n": len(x)}
-
-# %% ../nbs/08_cli.ipynb #297863e5
-SCORES = {"D": "Net Deviation D (eq. 3.13)", "lhs": "output deviation ‖δY_L‖_F (LHS)",
-          "rel_dev": "relative output deviation ‖δY_L‖/‖Y_L‖", "tightness": "tightness LHS/bound"}
-TARGETS = {"acc_drop": "test-accuracy drop before retraining", "measured": "epochs to recover"}
-
-def validity_table(dev:pd.DataFrame|None,  # rows of the net_deviation sweep (for the accuracy drop)
-                   ret:pd.DataFrame|None,  # rows of the retraining sweep (for the epochs to recover)
-                   n_boot:int=2000,        # bootstrap resamples
-                   seed:int=0,             # seeds the resampling
-                  )->pd.DataFrame:         # one row per (target, score)
-    "Spearman ρ with bootstrap 95% intervals between each test-free score and each target."
-    rows = []
-    for target, df in (("acc_drop", dev), ("measured", ret)):
-        if df is None or df.empty: continue
-        y = df[target].to_numpy(float)
-        if target == "measured": y = np.where(df.recovered, y, np.inf)  # not recovered: ranks last
-        for s in SCORES:
-            if s in df: rows.append({"target": target, "score": s, **spearman_ci(df[s], y, n_boot, seed=seed)})
-    return pd.DataFrame(rows)
-
-# %% ../nbs/08_cli.ipynb #8d1a9cb5
-def _fmt_ci(r)->str: return f"ρ = {r.rho:.2f} (95% CI {r.lo:.2f} to {r.hi:.2f}, n = {r.n})"
-
-def verdict(vt:pd.DataFrame, # from `validity_table`
-           )->str:           # plain-words summary, one paragraph per target
-    "Which test-free score predicts each target best, in words."
-    out = []
-    for target, g in vt.dropna(subset=["rho"]).groupby("target", sort=False):
-        g = g.set_index("score"); best = g.rho.idxmax(); b = g.loc[best]
-        s = (f"**{TARGETS[target]}**: the best predictor is {SCORES[best]}, {_fmt_ci(b)}." if b.lo > 0 else
-             f"**{TARGETS[target]}**: no score predicts it reliably; the largest ρ is that of {SCORES[best]}, {_fmt_ci(b)}, and its interval includes 0.")
-        if "D" in g.index and best != "D":
-            d = g.loc["D"]
-            s += (f" D reaches {_fmt_ci(d)}; " + ("its interval lies below the best score's, so D is the weaker stand-in."
-                  if d.hi < b.lo else "the intervals overlap, so these runs cannot separate the two."))
-        if "D" in g.index:
-            d = g.loc["D"]
-            s += (" D's interval excludes 0: it carries real rank information." if d.lo > 0 else
-                  " D's interval includes 0 (or lies below it): D alone does not rank the runs by this target.")
-        out.append(s)
-    return "\n\n".join(out)
-
-def clustered_vs_random(dev:pd.DataFrame,       # rows of the net_deviation sweep
-                        min_amount:float=0.6,   # 'high compression': amounts at or above this
-                       )->pd.DataFrame:         # per (model, amount): mean D and test accuracy of both methods
-    "The paper's claim 'clustered beats random at high compression', checked on D and on test accuracy."
-    d = dev[dev.method.isin(["clustered", "random"]) & (dev.amount >= min_amount - 1e-9)]
-    if d.empty: raise ValueError(f"dev: no clustered/random rows at amounts >= {min_amount}")
-    t = d.pivot_table(index=["model", "amount"], columns="method", values=["D", "test_acc"], aggfunc="mean")
-    t.columns = [f"{v}_{m}" for v, m in t.columns]
-    t["clustered_better_by_D"] = t.D_clustered < t.D_random
-    t["clustered_better_by_acc"] = t.test_acc_clustered > t.test_acc_random
-    return t
-
-def _claim_words(t:pd.DataFrame)->str:
-    d, a, n = int(t.clustered_better_by_D.sum()), int(t.clustered_better_by_acc.sum()), len(t)
-    ties = int((t.D_clustered == t.D_random).sum())
-    tie = f" ({ties} ties, where D is at its per-method maximum for both)" if ties else ""
-    return (f"'Clustered beats random at high compression': by D in {d} of {n} (model, amount) cases{tie}, by test "
-            f"accuracy before retraining in {a} of {n}. " +
-            ("On test accuracy the claim holds." if a == n else
-             "On test accuracy the claim does not hold." if a == 0 else "On test accuracy it holds only in part."))
-
-# %% ../nbs/08_cli.ipynb #bb61790f
-def to_markdown(df:pd.DataFrame, # any table; the index is written as columns
-                digits:int=3,    # significant digits of floats
-               )->str:
-    "A GitHub-flavoured Markdown table (no extra dependency)."
-    df = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
-    cell = lambda v: f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) and np.isfinite(v) else ("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|"*len(df.columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]) + "\n"
-
-def _save_table(df:pd.DataFrame, out:Path, name:str)->str:
-    df.to_csv(out/f"{name}.csv"); md = to_markdown(df); (out/f"{name}.md").write_text(md); return md
-
-REPORT_SWEEPS = ("net_deviation", "retraining", "han")  # the sweeps a report reads
-REPORT_TITLE = "# netdeviation reproduction"             # the first line of a report's README.md
-
-def _load(runs:Path, sweep:str)->pd.DataFrame|None:
-    p = runs/sweep
-    if not p.is_dir(): return None
-    df = collect(p, broken="ignore")  # the report lists the runs it leaves out itself
-    return None if df.empty else df
-
-def _check_out(out_dir:str|Path, name:str="out_dir")->Path:
-    "`out_dir`, absolute, if the report may replace it whole: a new or empty folder, or an earlier report."
-    out = check_folder(out_dir, name)
-    if out.is_dir() and any(out.iterdir()):
-        readme = out/"README.md"
-        if not (readme.is_file() and readme.read_text(errors="replace").startswith(REPORT_TITLE)):
-            raise ValueError(f"{name}: '{out}' holds files that are not a netdeviation report; a report replaces its folder "
-                             "as a whole, so give a new or empty folder (or the folder of an earlier report)")
-    return out
-
-@contextmanager
-def _whole_folder(out:Path):
-    "A temporary folder beside `out` to write into; when the block succeeds, it replaces `out` by renames (else it is removed)."
-    stamp = f"{os.getpid()}-{time.time_ns()}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (tmp := out.parent/f".{out.name}.tmp-{stamp}").mkdir()
-    try: yield tmp
-    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
-    old = out.parent/f".{out.name}.old-{stamp}"
-    if out.exists(): os.rename(out, old)
-    try: os.rename(tmp, out)
-    except OSError:
-        if old.exists(): os.rename(old, out)
-        shutil.rmtree(tmp, ignore_errors=True); raise
-    shutil.rmtree(old, ignore_errors=True)
-
-def _left_out(runs:Path)->pd.DataFrame:
-    p = problem_runs(runs)
-    return p[p.sweep.isin(REPORT_SWEEPS)].reset_index(drop=True)
-
-def _brief(message:str, n:int=160)->str:
-    "The first line of an error message, at most `n` characters."
-    line = str(message).strip().splitlines()[0] if str(message).strip() else ""
-    return line if len(line) <= n else line[:n-1] + "…"
-
-def _runs_words(left:pd.DataFrame, n:int=5)->str:
-    return "; ".join(f"{r.sweep}/{r.run_id} ({r.state}: {_brief(r.reason, 80)})" for r in left.head(n).itertuples()) + (" ..." if len(left) > n else "")
-
-def report(runs_dir:str|Path,   # a folder of sweeps: net_deviation/, retraining/, han/ (any may be missing)
-           out_dir:str|Path,    # the report's folder: new, empty, or an earlier report (it is replaced as a whole)
-           n_boot:int=2000,     # bootstrap resamples of the validity study
-          )->dict:              # name -> path of every file written; 'left_out': the runs without results (a DataFrame)
-    "Figures 3.1-3.3, tables 3.1-3.2, the validity study and the Han anchor from a runs folder."
-    runs, final, n_boot = Path(runs_dir), _check_out(out_dir), check_int(n_boot, "n_boot", 1)
-    if not runs.is_dir(): raise FileNotFoundError(f"runs_dir: no such folder '{runs}'")
-    left = _left_out(runs)
-    dev, ret, han = (_load(runs, s) for s in REPORT_SWEEPS)
-    if dev is None and ret is None and han is None:
-        raise ValueError(f"runs_dir: '{runs}' holds no finished {', '.join(REPORT_SWEEPS)} runs"
-                         + (f"; {len(left)} run(s) without results: {_runs_words(left)}" if len(left) else ""))
-    with _whole_folder(final) as out:
-        files = _write_report(runs, final, out, dev, ret, han, left, n_boot)
-    return {k: final/v.relative_to(out) for k, v in files.items()} | {"left_out": left}
-
-def _write_report(runs, final, out, dev, ret, han, left, n_boot)->dict:
-    md, files = [f"{REPORT_TITLE}\n\nFrom `{os.path.relpath(runs.resolve(), final)}` (relative to this folder), written {time.strftime('%Y-%m-%d %H:%M')}.\n"], {}
-    def fig(f, name, title):
-        f.savefig(out/f"{name}.png", dpi=120); files[name] = out/f"{name}.png"; md.append(f"## {title}\n\n![{name}]({name}.png)\n")
-    def table(df, name, title, note=""):
-        md.append(f"## {title}\n\n{note}{_save_table(df, out, name)}"); files[name] = out/f"{name}.csv"
-    if dev is not None:
-        dev.to_csv(out/"net_deviation_rows.csv", index=False)
-        for m in _models(dev):
-            n = FIGURE_OF.get(m)
-            fig(deviation_figure(dev, m), f"fig3_{n}_D_{m}" if n else f"fig_D_{m}", f"Figure 3.{n}: Net Deviation D, {m}" if n else f"Net Deviation D, {m}")
-        fig(accuracy_figure(dev), "fig3_3_test_acc", "Figure 3.3: test accuracy before retraining")
-    if ret is not None:
-        ret.to_csv(out/"retraining_rows.csv", index=False)
-        for method, name, title in (("random", "table3_1_connection", "Table 3.1: connection pruning (random)"),
-                                    ("random_node", "table3_2_node", "Table 3.2: node pruning (random)")):
-            if method in set(ret.method): table(as_paper_table(ret[ret.method == method]), name, title, "Epochs.\n\n")
-    if dev is not None or ret is not None:
-        vt = validity_table(dev, ret, n_boot)
-        table(vt, "validity", "Is Net Deviation a stand-in for test accuracy?", "Spearman ρ, bootstrap 95% intervals.\n\n")
-        words = verdict(vt)
-        if dev is not None and {"clustered", "random"} <= set(dev.method) and (dev.amount >= 0.6).any():
-            cvr = clustered_vs_random(dev)
-            table(cvr, "clustered_vs_random", "Clustered vs random at high compression")
-            words += "\n\n" + _claim_words(cvr)
-        (out/"verdict.md").write_text(words + "\n"); files["verdict"] = out/"verdict.md"
-        md.append(f"## Verdict\n\n{words}\n")
-    if han is not None:
-        han.to_csv(out/"han_rows.csv", index=False)
-        han = han.drop(columns=["sweep", "run_id", "status"]).set_index(["model", "seed"])
-        table(han, "han", "Anchor: Han et al. 2015 sparsity, retrained at lr/10", "Test errors; Han et al. report `han_2015_err`.\n\n")
-    if len(left):
-        table(left.drop(columns="path"), "left_out", "Runs left out", "These runs have no results: they are not in the figures and tables above.\n\n")
-    (out/"README.md").write_text("\n".join(md)); files["README"] = out/"README.md"
-    return files
-
-# %% ../nbs/08_cli.ipynb #7d783eed
-def _repo_root()->Path|None:
-    "The clone of the netdeviation repository that the working directory is in, if any."
-    for d in (Path.cwd(), *Path.cwd().parents):
-        ini = d/"settings.ini"
-        if ini.is_file() and (d/"nbs").is_dir() and "lib_name = netdeviation" in ini.read_text(): return d
-    return None
-
-def default_dirs(mode:str, # 'quick' or 'full'
-                )->tuple[Path, Path]: # (runs folder, results folder), absolute
-    "Where `reproduce` writes by default: under nbs/ in a clone of the repository, else in the working directory."
-    root = _repo_root()
-    if root is not None: return root/"nbs"/"_runs", root/"nbs"/"results"/mode
-    return Path.cwd()/"runs", Path.cwd()/"results"/mode
-
-def baselines_needed(plan:dict, # one of `PLANS`: sweep name -> its grid and fixed parameters
-                    )->list[tuple]: # (model, config, seed) of each baseline its runs load, without repeats
-    "The baselines a reproduction plan needs, read from its grids and the templates' defaults."
-    need = []
-    for sweep, p in plan.items():
-        defaults = notebook_params(sweep)
-        for r in expand_grid(p["grid"], p["fixed"]):
-            r = {**defaults, **r}
-            need.append((r["model"], r.get("config") or "paper", r.get("seed", 0)))
-    return list(dict.fromkeys(need))
-
-def _check_mode(mode:str)->str:
-    if mode not in PLANS: raise ValueError(f"mode: expected one of {sorted(PLANS)}, got {mode!r}")
-    return mode
-
-def plan_specs(mode:str="quick", # 'quick' or 'full'
-              )->list[GridSpec]: # the checked sweeps of `PLANS[mode]` (nothing runs)
-    "The sweeps a reproduction runs, checked against their templates."
-    return [grid_spec(sweep, p["grid"], p["fixed"], name=sweep) for sweep, p in PLANS[_check_mode(mode)].items()]
-
-def reproduce(mode:str="quick",              # 'quick' (smoke size, minutes) or 'full' (the paper's grid, 3 seeds)
-              runs_dir:str|Path|None=None,   # default: see `default_dirs`
-              out_dir:str|Path|None=None,    # default: see `default_dirs`
-              workers:int|None=None,         # processes (default: one per core)
-              executor=None,                 # any concurrent.futures.Executor, e.g. a Dask client's
-              progress:bool=True,            # show progress bars
-             )->dict:                        # what `report` returns, and 'elapsed_s'
-    "Run the paper reproduction: the sweeps of `PLANS[mode]`, then `report`."
-    t0, mode = time.perf_counter(), _check_mode(mode)
-    d_runs, d_out = default_dirs(mode)
-    runs = check_folder(check_folder(d_runs if runs_dir is None else runs_dir, "runs_dir")/mode, "runs_dir")
-    out, specs = _check_out(d_out if out_dir is None else out_dir), plan_specs(mode)
-    check_executor(executor, workers)  # every argument is checked before the baselines train
-    for model, config, seed in baselines_needed(PLANS[mode]): get_baseline(model, config, seed, progress=progress)
-    for res in run_sweeps(specs, runs, executor, workers, progress=progress):
-        for rid, err in res.errors.items(): print(f"netdeviation: run failed: {res.name}/{rid}: {_brief(err)} (see {res.path/rid/'run.ipynb'})", file=sys.stderr)
-    return {**report(runs, out), "elapsed_s": time.perf_counter() - t0}
+__all__ = ['GRID_EXAMPLE', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_ERROR', 'EXIT_LOCKED', 'EXIT_INTERRUPTED', 'DASK_TIMEOUT', 'main']
 
 # %% ../nbs/08_cli.ipynb #de80c032
 GRID_EXAMPLE = """notebook = "net_deviation"     # or "retraining", "han", or the path of your own .ipynb
@@ -476,7 +127,7 @@ def _say(kind:str, message)->None: print(f"netdeviation: {kind}: {message}", fil
 
 def _named_left_out(files:dict)->int:
     "Name every run the report left out; the exit status."
-    for r in files["left_out"].itertuples(): _say("warning", f"run {r.sweep}/{r.run_id} left out of the report ({r.state}: {_brief(r.reason)})")
+    for r in files["left_out"].itertuples(): _say("warning", f"run {r.sweep}/{r.run_id} left out of the report ({r.state}: {brief(r.reason)})")
     return EXIT_FAILED if len(files["left_out"]) else EXIT_OK
 
 def _cmd_baselines(args)->int:
@@ -484,7 +135,7 @@ def _cmd_baselines(args)->int:
     return EXIT_OK
 
 def _cmd_report(args)->int:
-    files = report(args.runs_dir, _check_out(args.out or args.runs_dir/"report", "--out"))
+    files = report(args.runs_dir, check_out_dir(args.out or args.runs_dir/"report", "--out"))
     print(files["README"]); return _named_left_out(files)
 
 def _cmd_sweep(args)->int:
@@ -493,13 +144,13 @@ def _cmd_sweep(args)->int:
     with _executor(args.dask, args.workers) as ex:
         res = run_sweeps([spec], runs, ex, args.workers, args.retry_failed, args.timeout, progress=not args.quiet)[0]
     print(res)
-    for rid, err in res.errors.items(): _say("run failed", f"{res.name}/{rid}: {_brief(err)} (see {res.path/rid/'run.ipynb'})")
+    for rid, err in res.errors.items(): _say("run failed", f"{res.name}/{rid}: {brief(err)} (see {res.path/rid/'run.ipynb'})")
     return EXIT_FAILED if res.errors else EXIT_OK
 
 def _cmd_reproduce(args)->int:
     mode = args.mode or "quick"
     plan_specs(mode)  # the templates and grids are checked before anything connects
-    _check_out(args.out or default_dirs(mode)[1], "--out")
+    check_out_dir(args.out or default_dirs(mode)[1], "--out")
     with _executor(args.dask, args.workers) as ex:
         files = reproduce(mode, args.runs_dir, args.out, args.workers, ex, progress=not args.quiet)
     print(f"reproduce --{mode}: {files['elapsed_s']:.0f} s; report in {files['README']}")

@@ -10,7 +10,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from torchvision.datasets import MNIST
 
 # %% auto #0
 __all__ = ['MNIST_MEAN', 'MNIST_STD', 'N_TRAIN', 'N_VAL', 'DataError', 'cache_dir', 'find_data_dir', 'check_device',
@@ -175,6 +174,7 @@ _FIX = ("Pass `data_dir=` (the folder that holds MNIST/raw), set NETDEVIATION_DA
 def _read_split(root:Path, train:bool, download:bool)->tuple[torch.Tensor, torch.Tensor]:
     "uint8 images and int64 labels of one MNIST split, or a `DataError` naming `root`."
     n = 60_000 if train else 10_000
+    from torchvision.datasets import MNIST  # imported here: a few seconds every kernel need not pay
     try: ds = MNIST(root=str(root), train=train, download=download)
     except Exception as e:
         raise DataError(f"MNIST not found or unreadable in '{root}' (looked for '{root}/MNIST/raw'): {e}. {_FIX}") from None

@@ -4,25 +4,29 @@
 
 # %% ../nbs/09_explorer.ipynb #9b95927d
 from __future__ import annotations
+import html
 import io
+import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
-from IPython.display import Image, display
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from .bounds import BOUNDS, RetrainingBounds, retraining_bounds
-from .data import MNISTData, load_mnist
+from .data import MNISTData, check_choice, check_float, load_mnist
 from .deviation import AMOUNTS, Activations, Deviation, deviation, deviation_sweep, original_activations
 from .models import MODELS
 from .pruning import METHODS, prune
 from .training import Baseline, evaluate, get_baseline
 
 # %% auto #0
-__all__ = ['KINDS', 'Exploration', 'plot_exploration', 'explore', 'Explorer']
+__all__ = ['KINDS', 'BOUND_LABELS', 'STEPS', 'bound_label', 'fmt', 'Exploration', 'plot_exploration', 'explore', 'Explorer']
 
 # %% ../nbs/09_explorer.ipynb #5b047771
 @lru_cache(maxsize=None)
@@ -39,7 +43,29 @@ def _sweep(model:str, method:str, amounts:tuple, config:str, seed:int, device:st
 
 # %% ../nbs/09_explorer.ipynb #0ba00810
 KINDS = {"estimate": "C0", "lower": "C2", "lower (approx.)": "C2", "upper": "C3"}  # bar colours by kind of bound
+BOUND_LABELS = {  # bound name -> what the table and the figure call it (other names: underscores become spaces)
+    "theorem1_paper": "Theorem 1 as printed (eq. 3.1)", "theorem1_consistent": "Theorem 1, ratio inverted",
+    "convex_upper": "convex upper", "pl_upper": "PL upper", "smooth_lower": "smoothness lower",
+    "smooth_lower_approx": "smoothness lower, approx.", "strong_convexity_lower": "strong-convexity lower",
+    "relative_lower": "relative lower"}
 
+def bound_label(name:str, # a bound's name, a key of `netdeviation.bounds.BOUNDS`
+               )->str:     # its label for people, e.g. 'PL upper'
+    "The human label of bound `name`."
+    return BOUND_LABELS.get(name, name.replace("_", " "))
+
+def fmt(v:float,       # the number
+        digits:int=3,  # significant digits
+       )->str:
+    "`v` to `digits` significant digits, with thousands separators and no exponent from 0.001 to 10⁹; '—' for NaN."
+    if v is None or math.isnan(v): return "—"
+    if math.isinf(v): return "∞" if v > 0 else "−∞"
+    r = float(f"{v:.{digits}g}")
+    if r == 0: return "0"
+    e = math.floor(math.log10(abs(r)))
+    return f"{r:,.{max(digits-1-e, 0)}f}" if -3 <= e < 9 else f"{r:.{digits-1}e}"
+
+# %% ../nbs/09_explorer.ipynb #22137e5e
 @dataclass(repr=False)
 class Exploration:
     "What the explorer shows for one model, method and amount."
@@ -66,32 +92,91 @@ class Exploration:
                 "bound_paper": d.bound_paper, "bound_rigorous": d.bound_rigorous, "acc_original": self.acc_original,
                 "acc_pruned": self.acc_pruned, **{f"epochs_{k}": v for k, v in self.epochs.items()}}
 
+    def table(self)->pd.DataFrame:
+        "The numbers to read: (group, quantity) -> value (3 significant digits, with its unit) and a note."
+        d, o, p = self.deviation, 100*self.acc_original, 100*self.acc_pruned
+        dev = f"output deviation ‖δY‖_F on {d.n_samples:,} pruning images"
+        rows = [(dev, "actual (the LHS)", fmt(d.lhs), "logit units"),
+                (dev, "paper's bound (eq. 3.9)", fmt(d.bound_paper), f"{d.combine} of the ε_l of eq. 3.10"),
+                (dev, "rigorous bound", fmt(d.bound_rigorous), "sum of its per-layer terms"),
+                (dev, "dev = actual − paper's bound", fmt(d.dev), "eq. 3.12"),
+                (dev, "Net Deviation D", fmt(self.D), f"eq. 3.13, over {len(self.sweep)} amounts of {self.method}"),
+                ("test accuracy, before retraining", "original", f"{o:.2f} %", ""),
+                ("test accuracy, before retraining", "pruned", f"{p:.2f} %", f"{p - o:+.2f} points")]
+        ret = f"retraining bounds, in epochs (original training: {self.t_initial:g})"
+        for k, r in self.bounds.to_dataframe().iterrows():
+            rows.append((ret, bound_label(k), fmt(r.epochs), r.kind if r.status == r.kind else f"{r.kind} · {r.status}"))
+        return pd.DataFrame(rows, columns=["group", "quantity", "value", "note"]).set_index(["group", "quantity"])
+
+    def to_html(self)->str:
+        "`table` as a compact HTML table, one header row per group."
+        td, rows = '<td style="padding:1px 8px;text-align:{}">{}</td>', []
+        for g, part in self.table().groupby(level=0, sort=False):
+            rows.append(f'<tr><th colspan="3" style="text-align:left;padding:6px 8px 1px">{html.escape(g)}</th></tr>')
+            rows += ["<tr>" + td.format("left", html.escape(q)) + td.format("right", html.escape(r.value)) +
+                     td.format("left", html.escape(r.note)) + "</tr>" for (_, q), r in part.iterrows()]
+        return f'<table style="border-collapse:collapse;font-size:12px">{"".join(rows)}</table>'
+
+    def _repr_html_(self): return f"<p><b>{html.escape(self._title())}</b></p>" + self.to_html()
+
+    def _title(self)->str: return f"{self.method} at {100*self.amount:g} % on {self.model}"
+
     def __repr__(self):
-        s = self.summary()
-        return "\n".join([f"Exploration({self.model}, {self.method}, amount {self.amount:g})"] +
-                         [f"  {k:<30} {v:.6g}" for k, v in s.items() if isinstance(v, float)])
+        lines = [f"Exploration({self._title()})"]
+        for g, part in self.table().groupby(level=0, sort=False):
+            lines += [g] + [f"  {q:<32} {r.value:>10}  {r.note}".rstrip() for (_, q), r in part.iterrows()]
+        return "\n".join(lines)
 
 # %% ../nbs/09_explorer.ipynb #1c55bbda
-def plot_exploration(ex:Exploration, # from `explore`
-                    )->Figure:       # the three-panel figure
+def _bounds_panel(ax, ex:Exploration):
+    "Every retraining bound in epochs on a log scale; faded where its status is not 'ok' or 'estimate'."
+    df = ex.bounds.to_dataframe()
+    pos = np.arange(len(df))
+    for i, (k, r) in enumerate(df.iterrows()):
+        shown = math.isfinite(r.epochs) and r.epochs > 0
+        holds = r.status.split(":")[0] in ("ok", "estimate")
+        if shown: ax.barh(i, r.epochs, color=KINDS.get(r.kind, "C7"), alpha=1 if holds else .35, hatch=None if holds else "//")
+        else: ax.text(0.01, i, f"{fmt(r.epochs)}: {r.status.split(':')[0]}", transform=ax.get_yaxis_transform(),
+                      va="center", fontsize=7)
+    ax.axvline(ex.t_initial, color="k", ls=":")
+    ax.set_yticks(pos, [bound_label(k) for k in df.index], fontsize=8); ax.invert_yaxis()
+    ax.set(xscale="log", xlabel="epochs"); ax.tick_params(axis="x", labelsize=8); ax.grid(alpha=.3, axis="x")
+    ax.set_title("retraining bounds (hatched: its condition fails)", fontsize=9)
+    ax.legend(handles=[Patch(color=KINDS["estimate"], label="Theorem 1 estimate"), Patch(color=KINDS["lower"], label="lower bound"),
+                       Patch(color=KINDS["upper"], label="upper bound"),
+                       Line2D([], [], color="k", ls=":", label=f"original training ({ex.t_initial:g})")],
+              fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+def plot_exploration(ex:Exploration,    # from `explore`
+                     width:float=7.0,   # figure width in inches (7 in at 100 dpi fits JupyterLab's output area)
+                    )->Figure:          # per-layer bars and D curve on top, the retraining bounds below
     "Per-layer deviation bars, the D curve of the method, and the retraining bounds in epochs."
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
-    a1, a2, a3 = fig.subplots(1, 3, width_ratios=[1.1, 0.8, 1.1])
-    ex.deviation.plot(a1)
-    a2.plot(100*ex.sweep.amount, ex.sweep.D, marker="o", color="C0")
-    a2.plot([100*ex.amount], [ex.D], marker="o", ms=12, mfc="none", mec="C3", mew=2)
-    a2.set(xlabel="pruning % (per layer)", ylabel="Net Deviation D (eq. 3.13)", ylim=(-0.05, 1.05), title=f"{ex.method}: D = {ex.D:.3f}")
-    a2.grid(alpha=.3)
-    ep = pd.Series(ex.epochs).dropna()
-    ep = ep[ep > 0]
-    a3.barh(ep.index, ep.values, color=[KINDS[BOUNDS[k][0]] for k in ep.index])
-    a3.axvline(ex.t_initial, color="k", ls=":", label=f"t_initial = {ex.t_initial:g}")
-    a3.set(xscale="log", xlabel="epochs", title="retraining bounds (epochs)"); a3.invert_yaxis(); a3.legend(fontsize=7)
-    fig.suptitle(f"{ex.model}, {ex.method} {ex.amount:.0%}: test accuracy {ex.acc_pruned:.4f} before retraining "
-                 f"(original {ex.acc_original:.4f})", fontsize=10)
+    width = check_float(width, "width", 0, low_open=True)
+    fig = Figure(figsize=(width, 0.8*width), dpi=100, layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.05])
+    bars, curve = top.subplots(1, 2, width_ratios=[1.2, 1])
+    ex.deviation.plot(bars)
+    lo, hi = bars.get_ylim(); bars.set_ylim(lo, hi*(hi/lo)**0.5)  # headroom: the legend sits above the bars
+    bars.legend(fontsize=7, loc="upper right"); bars.tick_params(labelsize=8)
+    bars.set_title("deviation per layer", fontsize=9)
+    curve.plot(100*ex.sweep.amount, ex.sweep.D, marker="o", color="C0")
+    curve.plot([100*ex.amount], [ex.D], marker="o", ms=12, mfc="none", mec="C3", mew=2, clip_on=False)
+    curve.set(xlabel="pruning % (per layer)", ylim=(-0.05, 1.05)); curve.tick_params(labelsize=8)
+    curve.set_title(f"Net Deviation D (eq. 3.13) = {ex.D:.3f}", fontsize=9); curve.grid(alpha=.3)
+    _bounds_panel(bottom.subplots(), ex)
+    fig.suptitle(f"{ex._title()}: test accuracy {100*ex.acc_pruned:.2f} % before retraining "
+                 f"(original {100*ex.acc_original:.2f} %)", fontsize=9)
     return fig
 
+def _png(fig:Figure)->bytes:
+    "`fig` as PNG bytes at its own dpi (no tight bounding box, so the width in pixels is width × dpi)."
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
 # %% ../nbs/09_explorer.ipynb #c963ce53
+STEPS = ("baseline", "pruning", "sweep of D", "deviation", "test accuracy", "retraining bounds")  # what `explore` reports
+
 def explore(model:str="lenet_300_100", # a name in `MODELS`
             method:str="magnitude",    # a name in `METHODS`
             amount:float=0.5,          # fraction of weights (connection) or nodes (node methods) per layer, in [0, 1)
@@ -100,19 +185,22 @@ def explore(model:str="lenet_300_100", # a name in `MODELS`
             gamma:float=1.0,           # γ of Theorem 1
             beta_iters:int=10,         # power iterations for β in the γ-free bounds
             device:str="cpu",          # where to compute
+            on_step=None,              # called as `on_step(i, name)` before each of the `STEPS` (the explorer's progress)
            )->Exploration:
     "Prune the cached baseline of `model` by `method` at `amount` and gather everything the explorer shows."
     if model not in MODELS: raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")
     if method not in METHODS: raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
-    data, base, acts = _baseline(model, config, seed, str(device))
-    sparse = prune(base.model, method, amount, data=data.x_val, seed=seed, device=device, activations=acts.outputs)
-    sweep = _sweep(model, method, tuple(sorted({*AMOUNTS, float(amount)})), config, seed, str(device))
+    if on_step is not None and not callable(on_step): raise TypeError(f"on_step: expected a callable or None, got {on_step!r}")
+    step = on_step or (lambda i, name: None)
+    step(0, STEPS[0]); data, base, acts = _baseline(model, config, seed, str(device))
+    step(1, STEPS[1]); sparse = prune(base.model, method, amount, data=data.x_val, seed=seed, device=device, activations=acts.outputs)
+    step(2, STEPS[2]); sweep = _sweep(model, method, tuple(sorted({*AMOUNTS, float(amount)})), config, seed, str(device))
     D = float(sweep.loc[np.isclose(sweep.amount, amount), "D"].iloc[0])  # eq. 3.13 over the sweep
-    x, y = data.x_test, data.y_test
-    return Exploration(model, method, float(amount), deviation(base.model, sparse, activations=acts), sweep, D,
-                       evaluate(base.model, x, y, device=device)["acc"], evaluate(sparse, x, y, device=device)["acc"],
-                       retraining_bounds(sparse, base, data, gamma=gamma, method=method, beta_iters=beta_iters,
-                                         seed=seed, device=device), base.t_initial)
+    step(3, STEPS[3]); dev = deviation(base.model, sparse, activations=acts)
+    step(4, STEPS[4]); acc = [evaluate(m, data.x_test, data.y_test, device=device)["acc"] for m in (base.model, sparse)]
+    step(5, STEPS[5])
+    rb = retraining_bounds(sparse, base, data, gamma=gamma, method=method, beta_iters=beta_iters, seed=seed, device=device)
+    return Exploration(model, method, float(amount), dev, sweep, D, *acc, rb, base.t_initial)
 
 # %% ../nbs/09_explorer.ipynb #e59fe372
 class Explorer(widgets.VBox):
@@ -125,23 +213,61 @@ class Explorer(widgets.VBox):
                  amount:float=0.5,            # initial amount
                  **kwargs,
                 ):
+        for name, v, ok in (("model", model, models), ("method", method, methods), ("amount", amount, amounts)):
+            check_choice(v, name, ok)
         self.controls = {"model": widgets.Dropdown(options=list(models), value=model, description="model"),
                          "method": widgets.Dropdown(options=list(methods), value=method, description="method"),
-                         "amount": widgets.SelectionSlider(options=list(amounts), value=amount, description="amount",
-                                                           continuous_update=False)}
-        self.kwargs, self.table, self.out = kwargs, widgets.HTML(), widgets.Output()
-        super().__init__([widgets.HBox(list(self.controls.values())), self.table, self.out])
+                         "amount": widgets.SelectionSlider(options=[(f"{100*a:g} %", a) for a in amounts], value=amount,
+                                                           description="amount", continuous_update=False)}
+        self.kwargs, self.result, self.error, self.busy, self.message, self._reverting = kwargs, None, None, False, "", False
+        self.status = widgets.HTML()  # what is shown, what is computing, or why it could not
+        self.progress = widgets.IntProgress(min=0, max=len(STEPS), layout=widgets.Layout(width="10em", visibility="hidden"))
+        self.table = widgets.HTML()
+        self.figure = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+        super().__init__([widgets.HBox(list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap")),
+                          widgets.HBox([self.progress, self.status]),
+                          widgets.HBox([self.table, self.figure], layout=widgets.Layout(flex_flow="row wrap"))])
         for w in self.controls.values(): w.observe(self.update, names="value")
         self.update()
 
+    def _set_busy(self, busy:bool, text:str):
+        "Disable the controls and show the progress bar while busy; `status` changes last."
+        self.busy = busy
+        for w in self.controls.values(): w.disabled = busy
+        self.progress.value, self.progress.layout.visibility = 0, "visible" if busy else "hidden"
+        self._say(text)
+
+    def _say(self, text:str):
+        "Show `text` on the status line (amber while busy); `.message` keeps it as plain text."
+        self.message = text
+        self.status.value = f"<span style='color:{'#b35900' if self.busy else 'inherit'}'>{html.escape(text)}</span>"
+
+    def _revert(self):
+        "Set the controls back to what the figure shows, without recomputing."
+        self._reverting = True
+        try:
+            for k in self.controls: self.controls[k].value = getattr(self.result, k)
+        finally: self._reverting = False
+
     def update(self, change=None)->Exploration:
-        "Recompute with the current widget values and redraw."
-        self.result = explore(**{k: w.value for k, w in self.controls.items()}, **self.kwargs)
-        s = pd.Series(self.result.summary()).drop(["model", "method", "amount"])
-        self.table.value = s.to_frame("value").T.to_html(float_format=lambda v: f"{v:.4g}")
-        png = io.BytesIO()
-        plot_exploration(self.result).savefig(png, format="png", dpi=80)
-        with self.out:
-            self.out.clear_output(wait=True)
-            display(Image(png.getvalue()))  # PNG bytes show in any front end, whatever matplotlib's backend
-        return self.result
+        "Recompute with the current widget values and redraw; controls disabled and a label saying what computes meanwhile."
+        if self._reverting: return self.result
+        v = {k: w.value for k, w in self.controls.items()}
+        what = f"{v['method']} at {100*v['amount']:g} % on {v['model']}"
+        def step(i, name):
+            self.progress.value = i
+            self._say(f"⏳ computing {what}: {name} ({i + 1}/{len(STEPS)})…")
+        self._set_busy(True, f"⏳ computing {what}…")
+        t0 = time.perf_counter()
+        try:
+            ex = explore(**v, **self.kwargs, on_step=step)
+            png = _png(plot_exploration(ex))
+        except Exception as e:
+            self.error = e
+            if self.result is None: self._set_busy(False, f"could not compute {what}: {e}"); raise
+            self._revert()
+            self._set_busy(False, f"⚠ could not compute {what}: {e}. Still showing {self.result._title()}.")
+            return self.result
+        self.result, self.error, self.table.value, self.figure.value = ex, None, ex.to_html(), png
+        self._set_busy(False, f"showing {what} (computed in {time.perf_counter() - t0:.1f} s)")
+        return ex

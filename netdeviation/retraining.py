@@ -129,7 +129,7 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
 # %% ../nbs/06_retraining.ipynb #adc8f00a
 TABLE_AMOUNTS = {"random": (0.1, 0.6, 0.9), "random_node": (0.1, 0.5, 0.9)}  # Table 3.1 (connection), Table 3.2 (node)
 
-PAPER_TABLES = pd.DataFrame(  # thesis Tables 3.1 / 3.2 and its fitted γ (PAPER.md §2.2)
+PAPER_TABLES = pd.DataFrame(  # thesis Tables 3.1 / 3.2 and its fitted γ (nbs/the_paper.ipynb#reported-epochs)
     [("lenet_300_100", "connection", 0.1, 0.24, 2.2, 1e-4), ("lenet_300_100", "connection", 0.6, 1.48, 2.4, 0.2),
      ("lenet_300_100", "connection", 0.9, 2.26, 2.8, 0.5), ("lenet5", "connection", 0.1, 1.26, 2.3, 3e-5),
      ("lenet5", "connection", 0.6, 2.783, 2.8, 1e-6), ("lenet5", "connection", 0.9, 1.62, 2.9, 1e-5),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_sweeps.ipynb #53bd98b4
 from __future__ import annotations
-import ast, fcntl, functools, hashlib, itertools, json, math, multiprocessing, os, shutil, socket, time, traceback, warnings
+import ast, contextvars, fcntl, functools, hashlib, itertools, json, math, multiprocessing, os, shutil, socket, time, traceback, warnings
 from contextlib import ExitStack, contextmanager
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -281,7 +281,10 @@ def execute_run(notebook:str|Path,     # the template
     result = run_dir/"result.json"
     _absolute_env()
     try:
-        pm.execute_notebook(str(notebook), str(run_dir/"run.ipynb"), parameters={**params, RESULT_PARAM: str(result)},
+        # In a fresh context: jupyter's `run_sync` keeps its event loop in a context variable, which threads of an
+        # executor (Dask's threaded workers) inherit from the caller; sharing one loop, their runs would fail with
+        # "This event loop is already running".
+        contextvars.Context().run(pm.execute_notebook, str(notebook), str(run_dir/"run.ipynb"), parameters={**params, RESULT_PARAM: str(result)},
                             cwd=str(run_dir), progress_bar=False, execution_timeout=timeout,
                             kernel_manager_class=_quiet_kernel_manager(), extra_arguments=["--IPKernelApp.log_level=ERROR"])
         if not result.is_file(): raise RunStoreError(f"the notebook finished without saving its result to {RESULT_PARAM}")
@@ -379,7 +382,10 @@ def run_grid_file(path:str|Path,              # a .json or .toml grid file (see 
 
 class SweepLockedError(RuntimeError):
     "Another sweep is writing into a sweep's folder (it holds the folder's `.lock`)."
-    def __init__(self, root:Path, holder:str):
+    def __init__(self,
+                 root:Path,   # the sweep's folder
+                 holder:str,  # who holds its lock, e.g. 'process 123 on host'
+                ):
         self.root, self.holder = root, holder
         super().__init__(f"runs_dir: '{root}' is being written by another sweep ({holder}); wait for it to finish, or stop it")
 

@@ -59,7 +59,7 @@ def test_run_sweep_with_a_relative_runs_folder(toy, tmp_path, monkeypatch):
     "The API: `run_sweep(runs_dir='runs')` from another working directory writes under it, and says where."
     monkeypatch.chdir(tmp_path)
     res = run_sweep(toy, {"x": [3]}, runs_dir="runs", name="rel", workers=1, progress=False)
-    assert res.count("done") == 1 and not res.errors and res.path == tmp_path/"runs"/"rel"
+    assert res.count("done") == 1 and not res.errors and res.path == tmp_path.resolve()/"runs"/"rel"
     assert json.loads((tmp_path/"runs"/"rel"/run_id({"x": 3.0})/"result.json").read_text())["square"] == 9.0
 
 
@@ -72,8 +72,9 @@ SMALL_PLAN = {  # the quick plan's sweeps and report, at a size the default test
 SMALL_REPRODUCE = f"""
 import sys
 import netdeviation.cli as cli
+import netdeviation.report as report
 if __name__ == "__main__":
-    cli.PLANS["quick"] = {SMALL_PLAN!r}
+    report.PLANS["quick"] = {SMALL_PLAN!r}
     sys.exit(cli.main(["reproduce", "--quick", "--quiet"]))
 """
 
@@ -200,15 +201,22 @@ def test_refused_lock_has_its_own_status_and_names_the_holder(grids, capsys, mon
 
 # ---------------------------------------------------------------- report: runs it could not read are named
 
-@pytest.fixture
-def runs_with_a_broken_run(tmp_path)->Path:
-    "A runs folder with two finished fake net_deviation runs and one that never wrote its metrics."
-    fake = _notebook(tmp_path/"fake.ipynb", 'model = "lenet_300_100"\nmethod = "random"\nseed = 0\nresult_path = None', FAKE_BODY)
-    res = run_sweep(fake, {"method": ["random", "clustered"]}, name="net_deviation", runs_dir=tmp_path/"runs", workers=2, progress=False)
+@pytest.fixture(scope="module")
+def fake_runs(tmp_path_factory)->Path:
+    "A runs folder with two finished fake net_deviation runs and one that never wrote its metrics (made once)."
+    d = tmp_path_factory.mktemp("fake_runs")
+    fake = _notebook(d/"fake.ipynb", 'model = "lenet_300_100"\nmethod = "random"\nseed = 0\nresult_path = None', FAKE_BODY)
+    res = run_sweep(fake, {"method": ["random", "clustered"]}, name="net_deviation", runs_dir=d/"runs", workers=2, progress=False)
     assert res.count("done") == 2
-    (unfinished := tmp_path/"runs"/"net_deviation"/"abcdefabcdef").mkdir()
+    (unfinished := d/"runs"/"net_deviation"/"abcdefabcdef").mkdir()
     (unfinished/"params.json").write_text('{"method": "magnitude"}')
-    return tmp_path/"runs"
+    return d/"runs"
+
+
+@pytest.fixture
+def runs_with_a_broken_run(fake_runs, tmp_path)->Path:
+    "A copy of `fake_runs` for one test."
+    return shutil.copytree(fake_runs, tmp_path/"runs")
 
 
 def test_report_names_the_runs_it_could_not_read(runs_with_a_broken_run, tmp_path, capsys):

@@ -185,7 +185,7 @@ def _built_pages()->list[str]:
     return sorted(pages)
 
 
-GUIDES = ["index.html", "tutorial.html", "analysis.html", "validity.html", "paper.html"]
+GUIDES = ["index.html", "tutorial.html", "analysis.html", "validity.html", "the_paper.html"]
 SCREENSHOTS = {"index.html", "analysis.html", "tutorial.html", "bounds.html"}  # home, two guides, one API page
 
 
@@ -228,19 +228,19 @@ def test_page_in_browser(site, browser, page):
 def test_formulas_are_typeset(site, browser):
     "The pages with the most TeX render it: prose, display equations with the paper's numbers, and show_doc comments."
     counts = {}
-    for page in ("bounds.html", "deviation.html", "paper.html"):
+    for page in ("bounds.html", "deviation.html", "the_paper.html"):
         browser.goto((site/page).as_uri())
         counts[page] = browser.eval("MathJax.startup.promise.then(() => ["
                                     "document.querySelectorAll('main mjx-container').length,"
                                     "document.querySelectorAll('pre.math-in-code mjx-container').length])")
     assert all(n > 50 for n, _ in counts.values()), counts
     assert counts["deviation.html"][1] > 0, "no formula typeset in a show_doc signature's parameter comments"
-    browser.goto((site/"paper.html").as_uri())
+    browser.goto((site/"the_paper.html").as_uri())
     shown = browser.eval("MathJax.startup.promise.then(() => [...document.querySelectorAll('mjx-container[display=true]')]"
                          ".map(m => m.textContent).join(' '))")  # the MathML copy MathJax adds for screen readers
     numbers = [f"(3.{i})" for i in range(1, 14) if i != 7]   # the thesis's eqs. 3.1-3.13 (3.7 is not used)
     missing = [n for n in numbers if n not in shown]
-    assert not missing, f"paper.html: equations not shown with their numbers: {missing}"
+    assert not missing, f"the_paper.html: equations not shown with their numbers: {missing}"
 
 
 def _html_files(site:Path)->list[Path]:
@@ -340,19 +340,19 @@ def test_no_notebook_cites_the_research_notes():
         if any(s[0] in "_." for s in nb.relative_to(NBS).parts): continue
         for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
             if "PAPER.md" in "".join(cell["source"]): cites.append(f"{nb.relative_to(NBS)} cell {i}")
-    assert not cites, "cells that cite PAPER.md (link to a section of nbs/paper.ipynb instead):\n  " + "\n  ".join(cites)
+    assert not cites, "cells that cite PAPER.md (link to a section of nbs/the_paper.ipynb instead):\n  " + "\n  ".join(cites)
 
 
 def test_paper_page_anchors():
     "The paper page gives every section a stable `{#id}`, and the links into it from the other notebooks name one of them."
-    text = "".join("".join(c["source"]) for c in json.loads((NBS/"paper.ipynb").read_text())["cells"])
+    text = "".join("".join(c["source"]) for c in json.loads((NBS/"the_paper.ipynb").read_text())["cells"])
     headings = re.findall(r"^#{2,3} .*$", text, re.M)
     missing = [h for h in headings if not re.search(r"\{#[\w-]+\}\s*$", h)]
-    assert not missing, f"paper.ipynb sections without an explicit id: {missing}"
+    assert not missing, f"the_paper.ipynb sections without an explicit id: {missing}"
     anchors = set(re.findall(r"\{#([\w-]+)\}", text))
     links = set()
     for nb in NBS.rglob("*.ipynb"):
-        links |= set(re.findall(r"paper\.ipynb#([\w.-]+)", nb.read_text()))
+        links |= set(re.findall(r"(?<![\w-])the_paper\.ipynb#([\w.-]+)", nb.read_text()))
     assert links and links <= anchors, f"links to missing sections of the paper page: {sorted(links - anchors)}"
 
 

@@ -158,7 +158,7 @@ def _all_equal(out:dict):
     for k, v in out.items(): assert v == ref, (k, [m for m in ref if v[m] != ref[m]])
 
 def test_masks_do_not_depend_on_thread_count(tmp_path):
-    """A LeNet-5 whose conv2 has 7 dead filters (as the trained one has). Before the fix 8 of these 12 masks changed
+    """A LeNet-5 whose conv2 has 7 dead filters (as the trained one has). Before the fix all 8 clustered masks of the 12 changed
     between 1 and 2 threads: the Gram matrix summed in a thread-dependent order, and the rounding noise of the dead
     filters' (equal) points decided how k-means split them."""
     _all_equal(_masks_under(tmp_path, {"1 thread": ("1", {}), "2 threads": ("2", {})}))

@@ -256,15 +256,18 @@ def test_report_from_runs(tmp_path, capsys):
     assert "the best predictor is" in (tmp_path/"out"/"verdict.md").read_text()
     assert main(["report", str(tmp_path/"nope")]) == 2 and "runs_dir: no such folder" in capsys.readouterr().err
 
+# The real `netdeviation reproduce --quick`, end to end from a folder outside the clone, is in test_cli.py (slow).
 
-# ---------------------------------------------------------------- the real thing (slow)
 
-@pytest.mark.slow
-def test_reproduce_quick(tmp_path):
-    "The quick reproduction end to end, in a scratch folder: every figure and table is written."
-    r = subprocess.run([str(CLI), "reproduce", "--quick", "--runs-dir", str(tmp_path/"runs"), "--out", str(tmp_path/"out"), "--quiet"],
-                       capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, r.stderr[-3000:]
-    files = {p.name for p in (tmp_path/"out").iterdir()}
-    assert {"fig3_1_D_lenet_300_100.png", "fig3_2_D_lenet5.png", "fig3_3_test_acc.png", "table3_1_connection.md",
-            "table3_2_node.md", "validity.md", "verdict.md", "README.md"} <= files
+def test_threaded_executor_after_jupyter_made_a_loop(toy, tmp_path):
+    "Threads that inherit the caller's context (as Dask's threaded workers do) still run their notebooks side by side."
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+    from jupyter_core.utils import ensure_event_loop
+    class ContextThreads(ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+    ensure_event_loop()  # what any synchronous jupyter_client call in this process leaves behind (a kernel started, say)
+    with ContextThreads(2) as pool:
+        res = run_sweep(toy, GRID, FIXED, name="s", runs_dir=tmp_path, executor=pool, progress=False)
+    assert res.count("done") == 4 and not res.errors, res.errors

@@ -16,10 +16,11 @@ from torch.func import functional_call, grad_and_value
 from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
-from .data import MNISTData, check_choice, check_device, check_float, check_images, check_int, check_labels
-from .models import prunable_layers
+from .data import Data, as_data, check_choice, check_device, check_float, check_images, check_int, check_labels
+from .graph import prunable_layers
 from .pruning import CONNECTION_METHODS, METHODS, effective, get_masks
-from .training import Baseline, TrainConfig, get_config
+from .models import model_name
+from .training import Baseline, TrainConfig, eval_mode, get_config
 
 # %% auto #0
 __all__ = ['ORIENTATIONS', 'BOUNDS', 'STATUS_KINDS', 'GAMMA_FREE', 'MU_METHODS', 'weights', 'sq_norm', 'loss_and_grad',
@@ -46,7 +47,8 @@ def weights(model:nn.Module,          # a network from `get_model`, pruned or no
 
 def _masks(model:nn.Module, include_bias:bool=False)->dict[str, torch.Tensor]:
     "The 0/1 pruning mask of each tensor `weights` returns (all ones where a layer is not pruned): `get_masks`, flat."
-    return {f"{n}.{p}": m for n, d in get_masks(model).items() for p, m in d.items() if include_bias or p == "weight"}
+    keys = {k for k, _, _ in _entries(model, include_bias)}  # masks of other modules (BatchNorm) are not part of W
+    return {k: m for n, d in get_masks(model).items() for p, m in d.items() if (k := f"{n}.{p}") in keys}
 
 def sq_norm(tensors:dict[str, torch.Tensor], # per-layer tensors
            )->float:
@@ -87,21 +89,22 @@ def _check_inputs(model, x, y, batch_size, include_bias, device)->torch.device:
     check_int(batch_size, "batch_size", 1); _check_bool(include_bias, "include_bias")
     return check_device(device)
 
-def loss_and_grad(model:nn.Module,              # network at the point W (pruned or not)
+def loss_and_grad(model:nn.Module,              # network at the point W (pruned or not), evaluated in eval mode
                   x:torch.Tensor,               # the pruning images
                   y:torch.Tensor,               # their labels
                   batch_size:int=1000,          # images per forward pass
                   include_bias:bool=False,      # differentiate with respect to biases too
                   device:str|torch.device="cpu", # where to compute
                  )->tuple[float, dict]:         # mean cross-entropy L(W), and ∇_W L per layer
-    "Mean cross-entropy on `(x, y)` and its gradient with respect to the effective weights, in batches."
+    "Mean cross-entropy on `(x, y)` and its gradient with respect to the effective weights, in batches, in eval mode."
     device = _check_inputs(model, x, y, batch_size, include_bias, device)
     w, f, _ = _functional(model, include_bias, device)
     loss, grads = 0.0, {k: torch.zeros_like(v) for k, v in w.items()}
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        g, l = grad_and_value(f)(w, xb.to(device), yb.to(device))
-        loss += l.item()
-        for k in grads: grads[k] += g[k]
+    with eval_mode(model):  # BatchNorm on its running statistics (never updating them), Dropout off
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            g, l = grad_and_value(f)(w, xb.to(device), yb.to(device))
+            loss += l.item()
+            for k in grads: grads[k] += g[k]
     _refresh(model)
     return loss/len(x), {k: v/len(x) for k, v in grads.items()}
 
@@ -165,7 +168,7 @@ def _hvp(f, w:dict, v:dict, x, y, batch_size:int, device)->dict:
         for k, h in zip(wl, hv): out[k] += h.detach()/len(x)
     return out
 
-def hessian_norm(model:nn.Module,               # network at the point W
+def hessian_norm(model:nn.Module,               # network at the point W, evaluated in eval mode
                  x:torch.Tensor,                 # the pruning images
                  y:torch.Tensor,                 # their labels
                  iters:int=20,                   # at most this many power iterations
@@ -186,12 +189,13 @@ def hessian_norm(model:nn.Module,               # network at the point W
     g = torch.Generator().manual_seed(seed)
     v = {k: torch.randn(t.shape, generator=g, dtype=t.dtype).to(device)*P[k] for k, t in w.items()}
     beta = 0.0
-    for _ in tqdm(range(iters), desc="β power iteration", disable=not progress, leave=False):
-        n = math.sqrt(sq_norm(v))
-        hv = _hvp(f, w, {k: t/n for k, t in v.items()}, x, y, batch_size, device)
-        v = {k: t*P[k] for k, t in hv.items()}
-        prev, beta = beta, math.sqrt(sq_norm(v))
-        if abs(beta - prev) <= tol*beta: break
+    with eval_mode(model):
+        for _ in tqdm(range(iters), desc="β power iteration", disable=not progress, leave=False):
+            n = math.sqrt(sq_norm(v))
+            hv = _hvp(f, w, {k: t/n for k, t in v.items()}, x, y, batch_size, device)
+            v = {k: t*P[k] for k, t in hv.items()}
+            prev, beta = beta, math.sqrt(sq_norm(v))
+            if abs(beta - prev) <= tol*beta: break
     _refresh(model)
     return beta
 
@@ -302,7 +306,7 @@ MU_METHODS = ("auto", "secant", "pl")
 def _shapes(model:nn.Module)->dict: return {n: tuple(layer.weight.shape) for n, layer in prunable_layers(model)}
 
 def _layout(model:nn.Module)->str:
-    return f"{getattr(model, 'name', type(model).__name__)} [" + ", ".join(f"{n} {s}" for n, s in _shapes(model).items()) + "]"
+    return f"{model_name(model)} [" + ", ".join(f"{n} {s}" for n, s in _shapes(model).items()) + "]"
 
 def check_pruned(model:nn.Module,                # the pruned network
                  name:str="pruned",              # its parameter's name, for the error message
@@ -329,16 +333,19 @@ def _mu_method(method:str|None, mu:str)->str:
     if method is None: raise ValueError("method: needed to choose μ when mu='auto'; pass the pruning method, or mu='secant'/'pl'")
     return "secant" if method in CONNECTION_METHODS else "pl"
 
-def _check_data(data)->MNISTData:
-    if not isinstance(data, MNISTData): raise TypeError(f"data: expected an MNISTData (see netdeviation.data.load_mnist), got {type(data).__name__}")
-    return data
-
 def _theorem1_status(value:float, mu1:float, mu2:float)->str:
     return "estimate" if math.isfinite(value) else f"undefined: needs finite μ1 and μ2, got μ1 = {mu1:.3g}, μ2 = {mu2:.3g}"
 
+def _missing_status(baseline:Baseline)->str|None:
+    "'inapplicable: needs W_initial …' when the baseline lacks what Theorem 1 and the relative bound need; None when it has both."
+    miss = [k for k, v in (("W_initial", baseline.w_initial), ("t_initial", baseline.t_initial)) if v is None]
+    if not miss: return None
+    return (f"inapplicable: needs {' and '.join(miss)}, which the baseline lacks; pass "
+            f"{' and '.join(k.lower() if k == 'W_initial' else k for k in miss)} to `Baseline.from_model`")
+
 def retraining_bounds(pruned:nn.Module,              # the pruned network, W_sparse (torch.nn.utils.prune masks)
-                      baseline:Baseline,             # its original: W* (`.model`), W_initial and t_initial
-                      data:MNISTData,                # losses on `data.pruning_data`; N_train = len(data.x_train)
+                      baseline:Baseline,             # its original: W* (`.model`), W_initial and t_initial (where known)
+                      data:Data,                     # a `Data` (or dict / 6-tuple): losses on `data.pruning_data`; N_train = len(data.x_train)
                       eps:float=0.01,                # ε: target gap to the original's loss (the authors' code: 0.01)
                       gamma:float=1.0,               # γ of Theorem 1 (1: the bracket alone)
                       method:str|None=None,          # the pruning method; its kind picks μ when `mu='auto'`
@@ -357,7 +364,7 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     "Theorem 1 (both orientations) and the γ-free bounds for `pruned`, in iterations and epochs, each with its status."
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see get_baseline), got {type(baseline).__name__}")
     check_pruned(pruned, "pruned", baseline.model, "baseline")
-    _check_data(data)
+    data = as_data(data)
     how = _mu_method(method, mu)
     _positive(eps=eps, gamma=gamma)
     cfg = get_config(config) if config is not None else baseline.config
@@ -368,22 +375,34 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     device = check_device(device)
     x, y = data.pruning_data
     kw = dict(batch_size=batch_size, include_bias=include_bias, device=device)
-    nets = (baseline.initial_model(), baseline.model, pruned)
-    (L_i, g_i), (L_star, g_star), (L_s, g_s) = (loss_and_grad(m, x, y, **kw) for m in nets)
-    w_i, w_star, w_s = (weights(m, include_bias) for m in nets)
-    if how == "secant": mu1, mu2 = mu_secant(g_i, g_star, w_i, w_star), mu_secant(g_s, g_star, w_s, w_star)  # eqs. 3.2-3.3
-    else: mu1, mu2 = mu_pl(sq_norm(g_i), L_i, L_star), mu_pl(sq_norm(g_s), L_s, L_star)                     # eqs. 3.4-3.5
+    missing, has_init = _missing_status(baseline), baseline.w_initial is not None
+    nets = {"initial": baseline.initial_model()} if has_init else {}
+    nets |= {"star": baseline.model, "sparse": pruned}
+    losses, grads = {}, {}
+    for k, m in nets.items(): losses[k], grads[k] = loss_and_grad(m, x, y, **kw)  # each in eval mode
+    ws = {k: weights(m, include_bias) for k, m in nets.items()}
+    L_star, g_star, w_star = losses["star"], grads["star"], ws["star"]
+    L_s, g_s, w_s = losses["sparse"], grads["sparse"], ws["sparse"]
+    def _mu(k:str)->float:
+        if how == "secant": return mu_secant(grads[k], g_star, ws[k], w_star)  # eqs. 3.2-3.3
+        return mu_pl(sq_norm(grads[k]), losses[k], L_star)                      # eqs. 3.4-3.5
+    mu1, mu2 = _mu("initial") if has_init else None, _mu("sparse")
+    L_i, grad_init_sq = (losses["initial"], sq_norm(grads["initial"])) if has_init else (None, None)
     ipe = len(data.x_train)/cfg.batch_size
-    t1 = {f"theorem1_{o}": theorem1(gamma, mu1, mu2, sq_norm(g_i), sq_norm(g_s), baseline.t_initial, o)*ipe for o in ORIENTATIONS}
+    t1 = {f"theorem1_{o}": math.nan if missing else theorem1(gamma, mu1, mu2, grad_init_sq, sq_norm(g_s), baseline.t_initial, o)*ipe
+          for o in ORIENTATIONS}
     delta_s = L_s - L_star
     P = _masks(pruned, include_bias) if masked else {k: torch.ones_like(t) for k, t in g_s.items()}
     mu_gf = sq_norm({k: g*P[k].to(g.device) for k, g in g_s.items()})/(2*delta_s) if delta_s > eps else math.nan
     beta = (hessian_norm(pruned, x[:beta_samples], y[:beta_samples], beta_iters, beta_tol, seed=seed, masked=masked,
                          progress=progress, **kw) if delta_s > eps else math.nan)
-    gf = gamma_free_bounds(delta_s, eps, cfg.lr, mu_gf, beta, sq_norm(_sub(w_s, w_star)), L_i - L_star, baseline.t_initial, ipe)
-    q = dict(gamma=gamma, mu_method=how, mu1=mu1, mu2=mu2, grad_init_sq=sq_norm(g_i), grad_sparse_sq=sq_norm(g_s),
+    gf = gamma_free_bounds(delta_s, eps, cfg.lr, mu_gf, beta, sq_norm(_sub(w_s, w_star)),
+                           L_i - L_star if has_init else None, baseline.t_initial, ipe)
+    q = dict(gamma=gamma, mu_method=how, mu1=mu1, mu2=mu2, grad_init_sq=grad_init_sq, grad_sparse_sq=sq_norm(g_s),
              L_initial=L_i, L_star=L_star, L_sparse=L_s, **gf.quantities)
-    return RetrainingBounds({**t1, **gf.iterations}, ipe, q, {**{k: _theorem1_status(v, mu1, mu2) for k, v in t1.items()}, **gf.status})
+    status = {**{k: missing or _theorem1_status(v, mu1, mu2) for k, v in t1.items()}, **gf.status}
+    if missing and status["relative_lower"].startswith("undefined: needs delta_i"): status["relative_lower"] = missing
+    return RetrainingBounds({**t1, **gf.iterations}, ipe, q, status)
 
 # %% ../nbs/05_bounds.ipynb #0fd3c3ff
 def _log_pairs(estimate, measured)->tuple[np.ndarray, np.ndarray]:

@@ -19,39 +19,51 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import check_choice, check_device, check_float, check_images, check_int
-from .models import PRUNABLE, Stage, stages
-from .pruning import METHODS, compute_masks, effective
+from .graph import (MODULE_RULES, PRUNABLE, Stage, call, combine, eval_mode, gain, is_chain, lanczos_max,
+                                stages, start_vectors, trace)
+from .pruning import METHODS, apply_masks, compute_masks, copy_model, effective
 
 # %% auto #0
-__all__ = ['LIPSCHITZ', 'NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'lipschitz', 'slopes', 'lanczos_max', 'operator_norm',
-           'jacobian_norms', 'Activations', 'original_activations', 'pruned_weights', 'Deviation', 'deviation',
-           'net_deviation', 'deviation_sweep', 'plot_sweep']
+__all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'lipschitz', 'slopes', 'operator_norm', 'jacobian_norms',
+           'Activations', 'original_activations', 'pruned_weights', 'Deviation', 'GraphActivations',
+           'graph_activations', 'propagate', 'recalibrate_batchnorm', 'deviation', 'net_deviation', 'deviation_sweep',
+           'plot_sweep']
 
 # %% ../nbs/04_deviation.ipynb #e102331d
-def _pool_lipschitz(m:nn.MaxPool2d)->float:
-    k, s, d = (nn.modules.utils._pair(getattr(m, a)) for a in ("kernel_size", "stride", "dilation"))
-    if m.return_indices or any(si < (ki-1)*di + 1 for ki, si, di in zip(k, s, d)):
-        raise ValueError(f"model: {m} has overlapping windows (or returns indices); the deviation bounds need "
-                         "stride >= (kernel_size-1)*dilation+1")
-    return 1.0
+_CHAIN_KINDS = ("pointwise", "shape", "maxpool")   # what a chain's $f$ may hold (Dropout aside: a graph op)
 
-LIPSCHITZ = {nn.ReLU: lambda m: 1.0, nn.Tanh: lambda m: 1.0, nn.Sigmoid: lambda m: 0.25,
-             nn.MaxPool2d: _pool_lipschitz, nn.Flatten: lambda m: 1.0, nn.Identity: lambda m: 1.0}
+def _no_overlap(m:nn.Module)->bool:
+    "A max-pool whose windows do not overlap (stride >= (kernel_size-1)*dilation+1 in every dimension)."
+    d = 2 if isinstance(m, nn.MaxPool2d) else 1
+    k, s, dl = (nn.modules.utils._ntuple(d)(getattr(m, a) if getattr(m, a) is not None else m.kernel_size)
+                for a in ("kernel_size", "stride", "dilation"))
+    return not m.return_indices and all(si >= (ki-1)*di + 1 for ki, si, di in zip(k, s, dl))
 
 def _modules(post:nn.Module)->list[nn.Module]:
     "The modules of `post`, nested `nn.Sequential`s flattened."
     if not isinstance(post, nn.Sequential): return [post]
     return [m for child in post for m in _modules(child)]
 
+def _chain_rule(m:nn.Module):
+    "The graph rule of a module of a chain's $f$, or None where the chain form does not apply."
+    rule = MODULE_RULES.get(type(m))
+    ok = rule is not None and rule.kind in _CHAIN_KINDS and not isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d))
+    return rule if ok else None
+
 def lipschitz(post:nn.Module, # a stage's parameter-free modules (its $f$)
              )->float:        # $\mathrm{Lip}(f)$ per sample, Euclidean norm
-    "Lipschitz constant of a stage's $f$: the product of its modules' constants."
-    known = sorted(t.__name__ for t in LIPSCHITZ)
+    "Lipschitz constant of a stage's $f$: the product of its modules' constants (their rules in `graph`)."
+    known = sorted(t.__name__ for t, r in MODULE_RULES.items() if r.kind in _CHAIN_KINDS and "Dropout" not in t.__name__)
     out = 1.0
     for m in _modules(post):
-        if type(m) not in LIPSCHITZ:
-            raise ValueError(f"model: module {type(m).__name__} after a prunable layer is not supported; expected one of {known}")
-        out *= LIPSCHITZ[type(m)](m)
+        rule = _chain_rule(m)
+        if rule is None:
+            raise ValueError(f"model: module {type(m).__name__} after a prunable layer is not supported in a chain's f; "
+                             f"expected one of {known}; other networks go through the graph path (`trace`)")
+        if rule.kind == "maxpool" and not _no_overlap(m):
+            raise ValueError(f"model: {m} has overlapping windows (or returns indices); the chain form needs "
+                             "stride >= (kernel_size-1)*dilation+1 (overlapping pools go through the graph path)")
+        if rule.kind == "pointwise": out *= rule.lip(m, (), {})
     return out
 
 # %% ../nbs/04_deviation.ipynb #bd6cd15e
@@ -66,46 +78,6 @@ def slopes(post:nn.Module,  # a stage's $f$ (checked by `lipschitz`)
     z = z.detach().requires_grad_(True)
     with torch.enable_grad(): (d,) = torch.autograd.grad(post(z).sum(), z)
     return d
-
-# %% ../nbs/04_deviation.ipynb #512b2c07
-def _tridiagonal_max(alphas:list, betas:list)->torch.Tensor:
-    "Largest eigenvalue of each sample's Lanczos tridiagonal matrix (float64)."
-    a = torch.stack(alphas, 1).double()
-    b = torch.stack(betas, 1).double() if betas else a[:, :0]
-    T = torch.zeros(*a.shape, a.shape[1], dtype=torch.float64, device=a.device)
-    T.diagonal(0, 1, 2).copy_(a); T.diagonal(1, 1, 2).copy_(b); T.diagonal(-1, 1, 2).copy_(b)
-    return torch.linalg.eigvalsh(T)[:, -1]
-
-def lanczos_max(gram,             # `gram(u)` applies a symmetric PSD map to each sample of the batch `u`
-                u:torch.Tensor,   # start vectors, (N, ...) (random, so as not to miss the top eigenvector)
-                tol:float=1e-6,   # stop when no Ritz value moved by more than `tol` (relative) in 5 steps
-                max_iter:int=100, # most Lanczos steps
-               )->torch.Tensor:   # (N,) float64, the largest eigenvalue of each sample's map
-    "Largest eigenvalue of a batch of symmetric PSD linear maps by Lanczos iteration."
-    if not callable(gram): raise TypeError(f"gram: expected a function applying the map to a batch, got {type(gram).__name__}")
-    if not isinstance(u, torch.Tensor) or not u.is_floating_point() or u.dim() < 2 or u.numel() == 0 or not torch.isfinite(u).all():
-        raise ValueError(f"u: expected a non-empty batch (N, ...) of finite floating-point start vectors, got "
-                         f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
-    tol, max_iter = check_float(tol, "tol", 0, low_open=True), check_int(max_iter, "max_iter", 1)
-    dims = tuple(range(1, u.dim()))
-    dot = lambda a, b: (a*b).sum(dims, keepdim=True)
-    norm = lambda a: torch.linalg.vector_norm(a, dim=dims, keepdim=True)
-    q, q_prev = u/norm(u).clamp_min(1e-30), torch.zeros_like(u)
-    beta, alphas, betas, lam = torch.zeros_like(norm(u)), [], [], None
-    for j in range(max_iter):
-        w = gram(q) - beta*q_prev
-        alpha = dot(q, w); w = w - alpha*q
-        w = w - dot(q, w)*q                                   # local re-orthogonalisation
-        beta = norm(w)
-        beta = torch.where(beta > 1e-6*(alpha.abs() + beta), beta, 0)  # invariant subspace found: stop this sample
-        alphas.append(alpha.flatten())
-        q_prev, q = q, torch.where(beta > 0, w/beta.clamp_min(1e-30), 0)
-        if (j+1) % 5 and j+1 < max_iter: betas.append(beta.flatten()); continue
-        new = _tridiagonal_max(alphas, betas)
-        betas.append(beta.flatten())
-        if lam is not None and bool(((new - lam).abs() <= tol*new.abs()).all()): return new.clamp_min(0)
-        lam = new
-    return lam.clamp_min(0)
 
 # %% ../nbs/04_deviation.ipynb #e370069c
 def _apply(layer:nn.Module, y:torch.Tensor, weight:torch.Tensor, bias:torch.Tensor|None)->torch.Tensor:
@@ -123,12 +95,8 @@ class _one_thread:
     def __enter__(self): self.n = torch.get_num_threads(); torch.set_num_threads(1)
     def __exit__(self, *exc): torch.set_num_threads(self.n)
 
-def _start(shape:tuple, dtype, device)->torch.Tensor:
-    "Seeded random start vectors (the same on every device)."
-    return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
-
 def _check_layer(layer, name:str="layer"):
-    if not isinstance(layer, PRUNABLE): raise TypeError(f"{name}: expected an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
+    if not isinstance(layer, PRUNABLE): raise TypeError(f"{name}: expected an nn.Linear, nn.Conv1d or nn.Conv2d, got {type(layer).__name__}")
 
 def _check_shape(shape)->tuple:
     "One sample's shape as a tuple of positive ints."
@@ -156,7 +124,7 @@ def operator_norm(layer:nn.Module,          # an `nn.Linear` or `nn.Conv2d`
     with _one_thread():
         if isinstance(layer, nn.Linear): return torch.linalg.matrix_norm(w, 2).item()
         A, At = _linear_map(layer, w, (1, *input_shape))
-        return lanczos_max(lambda v: At(A(v)), _start((1, *input_shape), torch.float64, device), tol, 300).sqrt().item()
+        return lanczos_max(lambda v: At(A(v)), start_vectors((1, *input_shape), torch.float64, device), tol, 300).sqrt().item()
 
 # %% ../nbs/04_deviation.ipynb #84d68e1c
 NORMS, REDUCES, COMBINES, SIGNS = ("spectral", "frobenius"), ("max", "mean"), ("sum", "quadrature"), ("abs", "raw")
@@ -178,7 +146,7 @@ def _jacobian_norms(layer:nn.Module, shape:tuple, weight:torch.Tensor, d:torch.T
     else:
         A, At = _linear_map(layer, weight, shape)
         gram = lambda u: d*A(At(d*u))
-    return lanczos_max(gram, d*_start(d.shape, d.dtype, d.device), tol).sqrt()
+    return lanczos_max(gram, d*start_vectors(d.shape, d.dtype, d.device), tol).sqrt()
 
 def jacobian_norms(layer:nn.Module,        # an `nn.Linear` or `nn.Conv2d`
                    post:nn.Module,         # its $f$
@@ -218,6 +186,13 @@ def _params(st:list[Stage], device)->list[tuple]:
     "Effective (masked) weight and bias of every stage, detached on `device`."
     return [(effective(s.layer).to(device), None if s.layer.bias is None else effective(s.layer, "bias").to(device)) for s in st]
 
+def _chain_form(model:nn.Module)->bool:
+    "True when the stage (chain) form applies: `stages` splits the model and every $f$ has a chain rule."
+    if not is_chain(model): return False
+    try: [lipschitz(s.post) for s in stages(model)[1]]
+    except ValueError: return False
+    return True
+
 @dataclass(eq=False, repr=False)
 class Activations:
     "The original network on the pruning data: computed once, reused for every pruned network of a sweep."
@@ -247,6 +222,7 @@ def original_activations(model:nn.Module,  # the original (trained) network
                          device="cpu",     # where to compute and keep everything
                         )->Activations:
     "Run the original network once on the pruning data, keeping what every deviation of a sweep needs."
+    if not _chain_form(model): return graph_activations(model, x, device)
     prefix, st = stages(model)
     x, device = _check_x(model, x), check_device(device)
     lips, params = [lipschitz(s.post) for s in st], _params(st, device)
@@ -388,15 +364,20 @@ class Deviation:
     norm:str                  # Jacobian norm of the paper's bound
     reduce:str                # its reduction over samples
     combine:str               # 'sum' or 'quadrature' of the paper's terms
+    lhs_out:float|None=None   # graph path: $\|\delta Y\|_F$ at the network's output (a chain's is `delta_y[-1]`)
+    total_paper:float|None=None    # graph path: the first-order form propagated through adds and concatenations
+    total_rigorous:float|None=None # graph path: the rigorous bound propagated node by node
 
     @property
-    def lhs(self)->float: return float(self.delta_y[-1])
+    def lhs(self)->float: return float(self.delta_y[-1] if self.lhs_out is None else self.lhs_out)
     @property
     def bound_paper(self)->float:
         e = self.eps_paper
+        if self.combine == "sum" and self.total_paper is not None: return float(self.total_paper)
         return float(e.sum() if self.combine == "sum" else np.sqrt((e**2).sum()))  # eq. 3.10 / eq. B.8
     @property
-    def bound_rigorous(self)->float: return float(self.eps_rigorous.sum())
+    def bound_rigorous(self)->float:
+        return float(self.eps_rigorous.sum() if self.total_rigorous is None else self.total_rigorous)
     @property
     def dev(self)->float: return self.lhs - self.bound_paper            # eq. 3.12
     @property
@@ -419,6 +400,158 @@ class Deviation:
 
 def _ratio(a:float, b:float)->float: return a/b if b > 0 else float("nan")
 
+# %% ../nbs/04_deviation.ipynb #c0f4090f
+_PARAM_KINDS = ("weighted", "affine")   # the operations with parameters a pruning changes
+
+def _fro2(t:torch.Tensor)->float:
+    "Squared Frobenius norm in float64."
+    return torch.linalg.vector_norm(t.detach().reshape(-1), dtype=torch.float64).item()**2
+
+@dataclass(eq=False, repr=False)
+class GraphActivations:
+    "The original network and the pruning data for the graph path: what every pruned copy of a sweep reuses."
+    model:nn.Module        # the original network
+    graph:object           # its `graph.Graph`, traced once
+    x:torch.Tensor         # the pruning images, on `device`
+    device:torch.device    # where everything runs
+    batch_size:int=256     # images per forward pass
+    cache:dict=field(default_factory=dict) # shapes, slopes and gains computed once
+
+    @property
+    def ops(self)->list:
+        "The operations with parameters (prunable layers and BatchNorms), in forward order."
+        return [o for o in self.graph.ops if o.kind in _PARAM_KINDS]
+    @property
+    def names(self)->list[str]:
+        "Module paths of `ops` (the op's own name where a module is called twice)."
+        targets = [o.target for o in self.ops]
+        return [o.target if targets.count(o.target) == 1 else o.name for o in self.ops]
+    @property
+    def outputs(self)->None:
+        "None: pruning collects the activations it clusters itself on graph networks."
+        return None
+    def __repr__(self):
+        return f"GraphActivations({getattr(self.model, 'name', type(self.model).__name__)}, {len(self.x)} samples, {self.graph!r})"
+
+def graph_activations(model:nn.Module,     # the original (trained) network, any model `graph.trace` accepts
+                      x:torch.Tensor,      # the pruning images
+                      device="cpu",        # where to compute
+                      batch_size:int=256,  # images per forward pass
+                     )->GraphActivations:
+    "The original network and pruning data for the graph path, traced once."
+    x, device, batch_size = _check_x(model, x), check_device(device), check_int(batch_size, "batch_size", 1)
+    for n, p in model.named_parameters():
+        if not torch.isfinite(p).all(): raise ValueError(f"model: parameter '{n}' has NaN or infinite values")
+    return GraphActivations(model, trace(model), x.to(device), device, batch_size)
+
+# %% ../nbs/04_deviation.ipynb #dee1feac
+def _in_shape(o, shapes:dict)->tuple: return shapes[o.inputs[0]]
+
+@torch.no_grad()
+def _structure(a:GraphActivations):
+    "One pass of the original network: every op's output shape, the slopes of its nonlinearities, its fixed gains."
+    if "shapes" in a.cache: return
+    shapes, slopes = {}, {}
+    with eval_mode(a.model):
+        for xb in a.x.split(a.batch_size):
+            env = a.graph.run(a.model, xb)
+            for o in a.graph.ops:
+                if o.kind != "output": shapes[o.name] = tuple((xb if o.kind == "input" else env[o.name]).shape[1:])
+                if o.kind == "pointwise":
+                    z = env[o.inputs[0]].detach().requires_grad_(True)
+                    with torch.enable_grad(): (d,) = torch.autograd.grad(call(o, a.model, {o.inputs[0]: z}, env).sum(), z)
+                    slopes.setdefault(o.name, []).append(d.abs().flatten(1).amax(1).double())
+        one = {k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in env.items()}
+        fixed = {o.name: gain(o, a.model, _in_shape(o, shapes), one, a.device) for o in a.graph.ops
+                 if o.kind not in ("input", "output", "add", "cat") + _PARAM_KINDS}
+        orig = {o.name: gain(o, a.model, _in_shape(o, shapes), None, a.device) for o in a.ops}
+    a.cache.update(shapes=shapes, slopes={k: torch.cat(v) for k, v in slopes.items()}, fixed=fixed, orig=orig)
+
+def _param_gain(a:GraphActivations, o, pruned:nn.Module)->float:
+    "The gain of a parameter op of `pruned` (computed once per distinct weights)."
+    m = dict(pruned.named_modules(remove_duplicate=False))[o.target]
+    w = getattr(m, "weight", None)
+    digest = "none" if w is None else hashlib.sha1(w.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    key = ("gain", o.name, digest)
+    if key not in a.cache: a.cache[key] = gain(o, pruned, _in_shape(o, a.cache["shapes"]), None, a.device)
+    return a.cache[key]
+
+def propagate(graph,          # a `graph.Graph`
+              terms:dict,     # {op name: its own change term} (ops not listed: 0)
+              gains:dict,     # {op name: its gain} for every op with one input
+             )->float:        # the bound at the output
+    "Propagate per-op change terms to the output: gains multiply, adds sum, concatenations add in quadrature."
+    b = {}
+    for o in graph.ops:
+        if o.kind == "input": b[o.name] = 0.0
+        elif o.kind == "output": return b[o.inputs[0]]
+        elif o.kind in ("add", "cat"): b[o.name] = combine(o, [b[i] for i in o.inputs])
+        else:
+            inb = b[o.inputs[0]]
+            b[o.name] = terms.get(o.name, 0.0) + (gains[o.name]*inb if inb > 0 else 0.0)
+
+@torch.no_grad()
+def _graph_terms(a:GraphActivations, pruned:nn.Module)->tuple:
+    "Per parameter op: its change on the original activations and the actual deviation after it; the LHS and $\\|Y\\|_F$."
+    change, actual, lhs, y = {o.name: 0.0 for o in a.ops}, {o.name: 0.0 for o in a.ops}, 0.0, 0.0
+    with eval_mode(a.model, pruned):
+        for xb in a.x.split(a.batch_size):
+            orig, new = a.graph.run(a.model, xb), a.graph.run(pruned, xb)
+            for o in a.ops:
+                change[o.name] += _fro2(call(o, pruned, {o.inputs[0]: orig[o.inputs[0]]}, orig) - orig[o.name])
+                actual[o.name] += _fro2(new[o.name] - orig[o.name])
+            lhs += _fro2(new["output"] - orig["output"]); y += _fro2(orig["output"])
+    return {k: math.sqrt(v) for k, v in change.items()}, {k: math.sqrt(v) for k, v in actual.items()}, math.sqrt(lhs), math.sqrt(y)
+
+def _pruned_copy(model:nn.Module, pruned)->nn.Module:
+    "`pruned` itself, or a masked copy of `model` from a masks dict."
+    if isinstance(pruned, dict): return apply_masks(copy_model(model), pruned)
+    if not isinstance(pruned, nn.Module):
+        raise TypeError(f"pruned: expected a pruned copy of the model or a masks dict, got {type(pruned).__name__}")
+    if trace(pruned).signature != trace(model).signature:
+        raise ValueError("pruned: its architecture differs from the model's; pass a pruned copy made by `prune(model, ...)`")
+    return pruned
+
+def _graph_deviation(model:nn.Module, pruned, a:GraphActivations, norm:str, reduce:str, combine:str,
+                     recalibrate:bool=False)->Deviation:
+    "`deviation` on the graph path."
+    if norm != "spectral": raise ValueError(f"norm: {norm!r} is defined for chains of stages only; use 'spectral' on this network")
+    pruned = _pruned_copy(model, pruned)
+    if recalibrate: pruned = recalibrate_batchnorm(copy_model(pruned), a.x, a.batch_size)
+    _structure(a)
+    terms, actual, lhs, y_norm = _graph_terms(a, pruned)
+    red = (lambda t: t.max().item()) if reduce == "max" else (lambda t: t.mean().item())
+    rig = {**a.cache["fixed"], **{o.name: _param_gain(a, o, pruned) for o in a.ops}}
+    pap = {**a.cache["fixed"], **{k: red(v) for k, v in a.cache["slopes"].items()}, **a.cache["orig"]}
+    alone = lambda gains: np.array([propagate(a.graph, {o.name: terms[o.name]}, gains) for o in a.ops])
+    col = lambda d: np.array([d[o.name] for o in a.ops])
+    mods = dict(pruned.named_modules(remove_duplicate=False))
+    ws = [effective(mods[n]) for n in dict.fromkeys(o.target for o in a.ops if o.kind == "weighted")]
+    return Deviation(getattr(model, "name", type(model).__name__), a.names, col(actual), col(terms), col(pap),
+                     alone(pap), col(terms), col(rig), alone(rig), y_norm,
+                     sum(int((w == 0).sum()) for w in ws)/sum(w.numel() for w in ws), len(a.x), norm, reduce, combine,
+                     lhs, propagate(a.graph, terms, pap), propagate(a.graph, terms, rig))
+
+@torch.no_grad()
+def recalibrate_batchnorm(model:nn.Module,    # a (pruned) network; its BatchNorm statistics are replaced in place
+                          x:torch.Tensor,     # the pruning images (never the test set)
+                          batch_size:int=256, # images per forward pass
+                         )->nn.Module:        # `model`, with every BatchNorm's running mean and variance re-estimated
+    "Re-estimate BatchNorm running statistics on `x` (EagleEye's adaptive BN): the average over batches, weights untouched."
+    x, batch_size = check_images(x, "x"), check_int(batch_size, "batch_size", 1)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns: return model
+    momenta, modes = [m.momentum for m in bns], [(m, m.training) for m in model.modules()]
+    model.eval()
+    for m in bns: m.reset_running_stats(); m.momentum = None; m.train()   # momentum None: a cumulative average
+    try:
+        dev = next(model.parameters()).device
+        for xb in x.split(batch_size): model(xb.to(dev))
+    finally:
+        for m, mom in zip(bns, momenta): m.momentum = mom
+        for m, t in modes: m.training = t
+    return model
+
 # %% ../nbs/04_deviation.ipynb #b9e2369f
 def deviation(model:nn.Module,            # the original (trained) network
               pruned:nn.Module|dict,      # a pruned copy of `model`, or masks {layer: {'weight': mask, 'bias': mask}}
@@ -428,16 +561,20 @@ def deviation(model:nn.Module,            # the original (trained) network
               combine:str="sum",          # paper's bound: 'sum' (eq. 3.10) or 'quadrature' (eq. B.8)
               activations:Activations|None=None, # `original_activations(model, x)`, shared by a sweep
               device="cpu",               # where to compute (ignored with `activations`)
+              recalibrate:bool=False,     # re-estimate the pruned copy's BatchNorm statistics on the pruning data first (EagleEye)
              )->Deviation:
     "Actual output deviation of `pruned` from `model` on the pruning data, with the paper's and the rigorous bound."
     check_choice(norm, "norm", NORMS); check_choice(reduce, "reduce", REDUCES); check_choice(combine, "combine", COMBINES)
     if activations is None:
         if x is None: raise ValueError("x: pass the pruning images, or `activations=original_activations(model, x)`")
         activations = original_activations(model, x, device)
-    elif not isinstance(activations, Activations):
+    elif not isinstance(activations, (Activations, GraphActivations)):
         raise TypeError(f"activations: expected `original_activations(model, x)`, got {type(activations).__name__}")
     elif activations.model is not model:
         raise ValueError("activations: they were computed for another model; use `original_activations(model, x)`")
+    check_choice(recalibrate, "recalibrate", (True, False))   # a chain has no BatchNorm: nothing to recalibrate
+    if isinstance(activations, GraphActivations):
+        return _graph_deviation(model, pruned, activations, norm, reduce, combine, recalibrate)
     a, L = activations, len(activations.stages)
     new = pruned_weights(model, pruned, a.device)
     first, change, dzs = _layer_terms(a, new)

@@ -21,7 +21,7 @@ from matplotlib.patches import Patch
 from .bounds import BOUNDS, RetrainingBounds, retraining_bounds
 from .data import MNISTData, check_choice, check_float, load_mnist
 from .deviation import AMOUNTS, Activations, Deviation, deviation, deviation_sweep, original_activations
-from .models import MODELS
+from .models import MODELS, PAPER_MODELS
 from .pruning import METHODS, prune
 from .training import Baseline, evaluate, get_baseline
 
@@ -205,7 +205,7 @@ def explore(model:str="lenet_300_100", # a name in `MODELS`
 # %% ../nbs/09_explorer.ipynb #e59fe372
 class Explorer(widgets.VBox):
     "Widgets for model, method and amount over `explore` (other keyword arguments go to it); numbers and figure update on change."
-    def __init__(self, models=tuple(MODELS),  # model names offered
+    def __init__(self, models=PAPER_MODELS,   # model names offered
                  methods=METHODS,             # pruning methods offered
                  amounts=AMOUNTS,             # amounts offered on the slider
                  model:str="lenet_300_100",   # initial model

@@ -17,14 +17,15 @@ from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from .data import check_choice, check_device, check_images, check_int
-from .models import Stage, stages, prunable_layers
+from .graph import Stage, is_chain, stages, prunable_layers
+from .channels import LAYERS, NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
 
 # %% auto #0
 __all__ = ['METHODS', 'CONNECTION_METHODS', 'NODE_METHODS', 'SCOPES', 'CLUSTERED_OPTIONS', 'n_pruned', 'magnitude_mask',
            'random_mask', 'effective', 'node_weight_norm', 'node_masks', 'keep_highest', 'stage_outputs', 'node_gram',
            'first_equal_row', 'gram_embedding', 'node_points', 'cluster_nodes', 'keep_one_per_cluster', 'keep_scores',
-           'merge_nodes', 'connection_masks', 'node_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks',
-           'prune', 'sparsity_report']
+           'merge_nodes', 'connection_masks', 'node_plan', 'group_weight_norm', 'group_masks', 'group_outputs',
+           'group_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks', 'prune', 'sparsity_report']
 
 # %% ../nbs/03_pruning.ipynb #aa4728a9
 METHODS = ("random", "magnitude", "random_node", "magnitude_node", "clustered")
@@ -439,18 +440,22 @@ def connection_masks(st:list[Stage], # stages of the network (`stages(model)[1]`
     return {n: m.view_as(w) for (n, w), m in zip(ws.items(), flat.split([w.numel() for w in ws.values()]))}
 
 # %% ../nbs/03_pruning.ipynb #f523b26e
+def _cluster_keep(y:torch.Tensor, n:int, remaining:torch.Tensor, n_prune:int, clustering:str, seed:int, scores_of)->dict:
+    "Cluster the `n` nodes (channels) not pruned yet by their activations `y`, keep one per cluster (and top up)."
+    r = np.flatnonzero(remaining.cpu().numpy())
+    Z, (G, m, D) = node_points(y, n, r)
+    labels, dist = cluster_nodes(Z, len(r) - n_prune, clustering, seed)
+    full_dist = np.zeros(n); full_dist[r] = dist
+    scores = scores_of(full_dist)
+    kept = np.zeros(n, dtype=bool)
+    kept[r] = keep_one_per_cluster(labels, torch.as_tensor(scores)[torch.as_tensor(r)], len(r) - n_prune)
+    full_labels = np.full(n, -1); full_labels[r] = labels
+    return {"keep": torch.as_tensor(kept), "labels": full_labels, "G": G, "m": m, "D": D}
+
 def _cluster_layer(s:Stage, nxt:Stage, y:torch.Tensor, remaining:torch.Tensor, n_prune:int, clustering:str, keep:str,
                    seed:int, g)->dict:
     "Clustered pruning of one layer: cluster the nodes not pruned yet, keep one per cluster (and top up)."
-    r = np.flatnonzero(remaining.cpu().numpy())
-    Z, (G, m, D) = node_points(y, s.n_out, r)
-    labels, dist = cluster_nodes(Z, len(r) - n_prune, clustering, seed)
-    full_dist = np.zeros(s.n_out); full_dist[r] = dist
-    scores = keep_scores(keep, s, nxt, full_dist, g)
-    kept = np.zeros(s.n_out, dtype=bool)
-    kept[r] = keep_one_per_cluster(labels, torch.as_tensor(scores)[torch.as_tensor(r)], len(r) - n_prune)
-    full_labels = np.full(s.n_out, -1); full_labels[r] = labels
-    return {"keep": torch.as_tensor(kept), "labels": full_labels, "G": G, "m": m, "D": D}
+    return _cluster_keep(y, s.n_out, remaining, n_prune, clustering, seed, lambda dist: keep_scores(keep, s, nxt, dist, g))
 
 def node_plan(net:nn.Sequential,      # the network, on `device`
               method:str,              # 'random_node', 'magnitude_node' or 'clustered'
@@ -488,13 +493,150 @@ def node_plan(net:nn.Sequential,      # the network, on `device`
             plan[s.name] = {"keep": keep_highest(scores, amount, left[s.name])}
     return plan
 
+# %% ../nbs/03_pruning.ipynb #e29f786e
+def _layers(model:nn.Module)->list:
+    "`(name, module)` of the prunable layers: `prunable_layers` where it walks the model, else every Linear/Conv1d/Conv2d."
+    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module (e.g. from get_model), got {type(model).__name__}")
+    try: layers = prunable_layers(model)
+    except (TypeError, ValueError): layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYERS)]  # not fx-traceable
+    if not layers: raise ValueError("model: has no prunable layers (nn.Linear, nn.Conv1d or nn.Conv2d)")
+    return layers
+
+def _chain(model:nn.Module)->list|None:
+    "The stages of `model` when it is a chain of stages (the paper's LeNets), else None (any other network)."
+    return stages(model)[1] if is_chain(model) else None
+
+def _members(net:nn.Module, g:ChannelGroup, kinds=("out", "in", "norm"), param=None):
+    "`(member, module)` of group `g` in `net`, of the given kinds (and parameter)."
+    return [(m, net.get_submodule(m.module)) for m in g.members if m.kind in kinds and param in (None, m.param)]
+
+def group_weight_norm(net:nn.Module, # the network
+                      g:ChannelGroup, # one of its channel groups
+                     )->torch.Tensor: # one score per channel
+    "L1 norm of each channel's weights in every layer of its group: out rows plus in columns (eq. 4.12 on a chain)."
+    return sum(channel_slices(effective(mod), m).abs().flatten(1).sum(1) for m, mod in _members(net, g, ("out", "in"), "weight"))
+
+def _remaining_channels(net:nn.Module, g:ChannelGroup, device)->torch.Tensor:
+    "Channels of `g` not pruned yet: some incoming weight of a producing layer still unmasked (torch's structured rule)."
+    left = torch.zeros(g.n, dtype=torch.bool, device=device)
+    for m, mod in _members(net, g, ("out",), "weight"):
+        mask = getattr(mod, "weight_mask", None)
+        left |= True if mask is None else (channel_slices(mask, m) != 0).flatten(1).any(1).to(device)
+    return left
+
+def _group_ones(net:nn.Module, groups:list, device)->dict:
+    "All-ones masks of every prunable layer and every module a group cuts (its BatchNorms)."
+    names = [n for n, _ in _layers(net)] + [m.module for g in groups for m in g.members]
+    return {n: {p: torch.ones_like(t, device=device) for p in ("weight", "bias") if (t := getattr(net.get_submodule(n), p, None)) is not None}
+            for n in dict.fromkeys(names)}
+
+def group_masks(net:nn.Module,  # the network (only shapes are read)
+                groups:list,     # its `channel_groups`
+                keep:dict,       # {group name: bool tensor (n,), True = channel kept}
+                device="cpu",    # where the masks are made
+               )->dict:          # {module: {'weight': mask, 'bias': mask}}: prunable layers and the groups' BatchNorms
+    "Masks removing every channel not kept from every member of its group: out rows and biases, in columns, BatchNorm weight and bias."
+    by_name, device = {g.name: g for g in groups}, check_device(device)
+    if not isinstance(keep, dict): raise TypeError(f"keep: expected a dict {{group name: bool tensor}}, got {type(keep).__name__}")
+    masks = _group_ones(net, groups, device)
+    for name, k in keep.items():
+        if name not in by_name: raise ValueError(f"keep: expected group names among {list(by_name)}, got {name!r}")
+        g = by_name[name]
+        if not isinstance(k, torch.Tensor) or k.dtype != torch.bool or k.shape != (g.n,):
+            raise ValueError(f"keep: '{name}' needs a bool tensor of shape ({g.n},) (True = kept), got "
+                             f"{getattr(k, 'dtype', type(k).__name__)} {tuple(getattr(k, 'shape', ()))}")
+        for m in g.members: zero_channels(masks[m.module][m.param], m, ~k.cpu())
+    return masks
+
+# %% ../nbs/03_pruning.ipynb #2b398fbd
+@torch.no_grad()
+def group_outputs(model:nn.Module,    # any network (pruned or not)
+                  x:torch.Tensor,     # input images, e.g. the pruning data `x_val`
+                  groups:list,        # the `channel_groups` whose activations are wanted
+                  device="cpu",       # where to run
+                  batch_size:int=1000,# images per forward pass
+                 )->dict:             # {group name: (N, n, D) activations}
+    "Each group's channel activations on `x`: the output of each producing layer (after its BatchNorm), joined per channel."
+    x, batch_size, device = _check_batch(model, x, "x"), check_int(batch_size, "batch_size", 1), check_device(device)
+    net = _on_device(model, device)
+    wanted = list(dict.fromkeys(o for g in groups for o in g.outputs))
+    seen, hooks = {o: [] for o in wanted}, []
+    for o in wanted:
+        hooks.append(net.get_submodule(o).register_forward_hook(lambda mod, inp, out, o=o: seen[o].append(out.detach())))
+    was_training = net.training
+    net.eval()
+    try:
+        for xb in x.split(batch_size): net(xb.to(device))
+    finally:
+        for h in hooks: h.remove()
+        net.train(was_training)
+    ys = {o: torch.cat(v) for o, v in seen.items()}
+    return {g.name: torch.cat([ys[o].reshape(len(x), g.n, -1) for o in g.outputs], 2) for g in groups}
+
+def _group_scores(rule:str, net:nn.Module, g:ChannelGroup, dist:np.ndarray, generator)->torch.Tensor:
+    "Keep score of each channel of `g` under `rule` (as `keep_scores` for a layer)."
+    if rule == "random": return torch.rand(g.n, generator=_check_generator(generator))
+    if rule == "centre": return -torch.as_tensor(dist)
+    if rule == "weight_norm": return group_weight_norm(net, g)
+    bias = [channel_slices(effective(mod, "bias"), m).flatten(1).sum(1) for m, mod in _members(net, g, ("out", "norm"), "bias")
+            if m.module in g.outputs]
+    if not bias: raise ValueError(f"keep: 'bias' needs a bias at the outputs {g.outputs} of group '{g.name}'")
+    return sum(bias)
+
+def _check_group_activations(activations:dict, selected:list)->dict:
+    if not isinstance(activations, dict): raise TypeError(f"activations: expected a dict from `group_outputs`, got {type(activations).__name__}")
+    out = {}
+    for g in selected:
+        y = activations.get(g.name)
+        if not isinstance(y, torch.Tensor) or y.dim() < 2 or y.shape[1] != g.n:
+            raise ValueError(f"activations: expected the activations of group '{g.name}' (N, {g.n}, ...) from `group_outputs`, "
+                             f"got {None if y is None else tuple(getattr(y, 'shape', ()))}")
+        out[g.name] = check_images(y, f"activations['{g.name}']")
+    return out
+
+def group_plan(net:nn.Module,          # the network, on `device`
+               groups:list,             # its `channel_groups`
+               method:str,              # 'random_node', 'magnitude_node' or 'clustered'
+               amount:float,            # fraction of the unpruned channels to prune in each selected group
+               selected:list,           # the groups whose channels are pruned
+               seed:int,                # seeds random scores and k-means
+               device="cpu",            # where to compute
+               data=None,               # pruning images ('clustered' without `activations`)
+               activations=None,        # precomputed `group_outputs` ('clustered')
+               clustering:str="kmeans", # 'kmeans' or 'ward'
+               keep:str="random",       # keep rule: 'random', 'centre', 'weight_norm' or 'bias'
+               progress:bool=False,     # progress bar over groups
+              )->dict:                  # {group: {'keep': bool tensor, and for 'clustered' labels, G, m, D}}
+    "Which channels each selected group keeps under a node method (`node_plan` for any network; pruned channels stay pruned)."
+    check_choice(method, "method", NODE_METHODS); amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
+    check_choice(clustering, "clustering", CLUSTERED_OPTIONS["clustering"]); check_choice(keep, "keep", CLUSTERED_OPTIONS["keep"])
+    device = check_device(device)
+    pos = {n: i for i, (n, _) in enumerate(_layers(net))}
+    left = {g.name: _remaining_channels(net, g, device) for g in selected}
+    counts = {g.name: _check_count(int(left[g.name].sum()), amount, f"unpruned channels of group {g.name!r}") for g in selected}
+    if method == "clustered" and any(counts.values()):
+        acts = (_check_group_activations(activations, selected) if activations is not None
+                else group_outputs(net, _check_data(net, data), selected, device))
+    plan = {}
+    for g in tqdm(selected, desc=method, disable=not progress, leave=False):
+        gen = _generator(seed, pos[g.name])
+        if method == "clustered" and counts[g.name]:
+            plan[g.name] = _cluster_keep(acts[g.name].to(device), g.n, left[g.name], counts[g.name], clustering, seed,
+                                         lambda dist, g=g: _group_scores(keep, net, g, dist, gen))
+        else:
+            scores = (group_weight_norm(net, g) if method == "magnitude_node" else torch.rand(g.n, generator=gen).to(device))
+            plan[g.name] = {"keep": keep_highest(scores, amount, left[g.name])}
+    return plan
+
 # %% ../nbs/03_pruning.ipynb #216b1847
-def get_masks(model:nn.Sequential, # a pruned (or dense) network
-             )->dict:              # {layer: {'weight': 0/1 mask, 'bias': 0/1 mask}} for every prunable layer
-    "Masks read back from a pruned model (`weight_mask` / `bias_mask` buffers; all ones where unpruned)."
+def get_masks(model:nn.Module, # a pruned (or dense) network
+             )->dict:          # {module: {'weight': 0/1 mask, 'bias': 0/1 mask}}
+    "Masks read back from a pruned model (`weight_mask` / `bias_mask` buffers; all ones where unpruned): every prunable layer, and any other masked module (a BatchNorm after node pruning)."
+    layers = dict(_layers(model))
+    masked = {n: m for n, m in model.named_modules() if n not in layers and any(hasattr(m, p + "_mask") for p in ("weight", "bias"))}
     return {n: {p: getattr(l, p + "_mask", torch.ones_like(t)).detach().clone()
-                for p in ("weight", "bias") if (t := getattr(l, p)) is not None}
-            for n, l in prunable_layers(model)}
+                for p in ("weight", "bias") if (t := getattr(l, p, None)) is not None}
+            for n, l in {**layers, **masked}.items()}
 
 def _check_weights(st:list[Stage]):
     for s in st:
@@ -502,9 +644,49 @@ def _check_weights(st:list[Stage]):
             if getattr(s.layer, p) is not None and not bool(torch.isfinite(effective(s.layer, p)).all()):
                 raise ValueError(f"model: {s.name}.{p} holds NaN or inf; prune a trained model with finite weights")
 
-def _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options)->tuple:
+def _check_groups(net:nn.Module, groups, data)->list:
+    "The channel groups of `net`: `groups` when given (checked), else traced on one image of `data` or `net.input_shape`."
+    if groups is None:
+        if data is None and getattr(net, "input_shape", None) is None:
+            raise ValueError("groups: the model has no `input_shape` to trace it with; pass `groups=channel_groups(model, "
+                             "torch.zeros(1, C, H, W))` or the pruning images `data`")
+        return channel_groups(net, None if data is None else _check_batch(net, data, "data")[:1])
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, ChannelGroup) for g in groups):
+        raise TypeError(f"groups: expected the list from `channel_groups(model, example_input)`, got {type(groups).__name__}")
+    mods = dict(net.named_modules())
+    bad = [m.module for g in groups for m in g.members if m.module not in mods]
+    if bad: raise ValueError(f"groups: name modules {bad[:3]} this model does not have; trace this model with `channel_groups`")
+    return list(groups)
+
+def _selected_groups(groups:list, layers)->list:
+    pool = [_stand_in(g) for g in groups]
+    if not pool: raise ValueError("model: has no hidden layer, so no channels to prune")
+    names = {s.name for s in _selected(pool, layers, True)}
+    return [g for g in groups if g.name in names]
+
+def _stand_in(g:ChannelGroup)->Stage:
+    "A hidden `Stage` named like group `g` (for the shared `layers=` checks)."
+    return Stage(g.name, None, nn.Sequential(), True)
+
+def _plan_graph(net, method, amount, data, scope, seed, layers, device, activations, progress, opts, groups)->tuple:
+    "`_plan` for a network that is not a chain: connection methods per prunable layer, node methods per channel group."
+    st = [Stage(n, l, nn.Sequential(), False) for n, l in _layers(net)]
+    _check_weights(st)
+    if method in CONNECTION_METHODS:
+        masks, plan = _group_ones(net, [], device), None
+        for n, m in connection_masks(st, method, amount, scope, seed, _selected(st, layers, False)).items(): masks[n]["weight"] = m
+    else:
+        if opts.get("merge"): raise ValueError("merge: the correlation merge folds a node into the next layer of a chain (nn.Sequential); "
+                                               "this model is not one: use merge=False")
+        groups = _check_groups(net, groups, data)
+        plan = group_plan(net, groups, method, amount, _selected_groups(groups, layers), seed, device, data, activations,
+                          progress=progress, **{k: opts[k] for k in ("clustering", "keep") if k in opts})
+        masks = group_masks(net, groups, {n: p["keep"] for n, p in plan.items()}, device)
+    return masks, plan
+
+def _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options, groups=None)->tuple:
     "Checked arguments, the network on `device`, new masks and (node methods) the node plan."
-    stages(model)
+    chain = _chain(model) if _layers(model) else None
     check_choice(method, "method", METHODS)
     opts, amount, seed = _check_options(method, options), _check_amount(amount), check_int(seed, "seed", 0)
     if check_choice(scope, "scope", SCOPES) == "global" and method in NODE_METHODS:
@@ -512,34 +694,37 @@ def _plan(model, method, amount, data, scope, seed, layers, device, activations,
     if not isinstance(progress, bool): raise TypeError(f"progress: expected True or False, got {progress!r}")
     device = check_device(device)
     net = _on_device(model, device)
-    st = stages(net)[1]
-    selected = _selected(st, layers, method in NODE_METHODS)
-    _check_weights(st)
-    masks, plan = _ones(st, device), None
-    if method in CONNECTION_METHODS:
-        for n, m in connection_masks(st, method, amount, scope, seed, selected).items(): masks[n]["weight"] = m
+    if chain is None: masks, plan = _plan_graph(net, method, amount, data, scope, seed, layers, device, activations, progress, opts, groups)
     else:
-        plan = node_plan(net, method, amount, selected, seed, device, data, activations, progress=progress,
-                         **{k: opts[k] for k in ("clustering", "keep") if k in opts})
-        masks = node_masks(net, {n: p["keep"] for n, p in plan.items()}, device)
+        st = stages(net)[1]
+        selected = _selected(st, layers, method in NODE_METHODS)
+        _check_weights(st)
+        masks, plan = _ones(st, device), None
+        if method in CONNECTION_METHODS:
+            for n, m in connection_masks(st, method, amount, scope, seed, selected).items(): masks[n]["weight"] = m
+        else:
+            plan = node_plan(net, method, amount, selected, seed, device, data, activations, progress=progress,
+                             **{k: opts[k] for k in ("clustering", "keep") if k in opts})
+            masks = node_masks(net, {n: p["keep"] for n, p in plan.items()}, device)
     old = get_masks(net)
-    return net, {n: {p: m*old[n][p].to(device) for p, m in d.items()} for n, d in masks.items()}, plan, opts
+    return net, {n: {p: m*old[n][p].to(device) if n in old else m for p, m in d.items()} for n, d in masks.items()}, plan, opts
 
-def compute_masks(model:nn.Sequential,  # trained network (left untouched), pruned or not
+def compute_masks(model:nn.Module,      # trained network (left untouched), pruned or not: a chain or any traceable network
                   method:str,           # one of `METHODS`
-                  amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer (node), in [0, 1)
+                  amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer / channel group (node), in [0, 1)
                   data:torch.Tensor|None=None, # pruning images, e.g. `x_val` (needed by 'clustered' unless `activations`)
                   scope:str="layer",    # 'layer' (the paper) or 'global' (connection methods only)
                   seed:int=0,           # seeds random masks, random keep rule and k-means
-                  layers=None,          # names of the layers to prune; default: all (connection) / hidden (node)
+                  layers=None,          # names of the layers to prune; default: all (connection) / hidden (node; for a non-chain: the groups' names)
                   device="cpu",         # where to compute; the masks live there
-                  activations:dict|None=None, # precomputed `stage_outputs(model, data)` for 'clustered'
+                  activations:dict|None=None, # precomputed `stage_outputs` (chain) or `group_outputs` (other networks) for 'clustered'
                   progress:bool=False,  # show a progress bar over layers (node methods)
+                  groups:list|None=None,# precomputed `channel_groups(model, ...)` (node methods on a non-chain); default: traced
                   **options,            # 'clustered': clustering='kmeans'|'ward', keep='random'|'centre'|'weight_norm'|'bias'
-                 )->dict:               # {layer: {'weight': 0/1 mask, 'bias': 0/1 mask}} for every prunable layer
+                 )->dict:               # {module: {'weight': 0/1 mask, 'bias': 0/1 mask}}: every prunable layer (and, node methods on a non-chain, the groups' BatchNorms)
     "Pruning masks of `method` at `amount` for every prunable layer of `model` (on a pruned model: within its masks)."
     if options.get("merge"): raise ValueError("merge: the correlation merge changes weights as well as masks; use `prune(..., merge=True)`")
-    return _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options)[1]
+    return _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options, groups)[1]
 
 # %% ../nbs/03_pruning.ipynb #1a54eec6
 def copy_model(model:nn.Module, # pruned or not, possibly after a forward pass with gradients
@@ -554,14 +739,20 @@ def copy_model(model:nn.Module, # pruned or not, possibly after a forward pass w
                 memo[id(t)] = t.detach().clone()     # the masked tensor; its hook recomputes it on the next forward
     return copy.deepcopy(model, memo)
 
-def apply_masks(model:nn.Sequential, # pruned in place
-                masks:dict,          # {layer: {'weight': mask, 'bias': mask}} (a subset of layers is fine)
-               )->nn.Sequential:     # `model`, pruned
-    "Put 0/1 masks on `model`'s layers in place via `torch.nn.utils.prune.custom_from_mask`."
-    layers = dict(prunable_layers(model))
+def _maskable(model:nn.Module)->dict:
+    "{name: module} of the prunable layers, then of every other module with a weight or bias tensor (a BatchNorm)."
+    layers = dict(_layers(model))
+    return {**layers, **{n: m for n, m in model.named_modules() if n not in layers and n and
+                         any(isinstance(getattr(m, p, None), torch.Tensor) for p in ("weight", "bias"))}}
+
+def apply_masks(model:nn.Module, # pruned in place
+                masks:dict,      # {module name: {'weight': mask, 'bias': mask}} (a subset of modules is fine)
+               )->nn.Module:     # `model`, pruned
+    "Put 0/1 masks on `model`'s modules (prunable layers, BatchNorms, any module with a weight/bias) in place via `torch.nn.utils.prune.custom_from_mask`."
+    layers = _maskable(model)
     if not isinstance(masks, dict): raise TypeError(f"masks: expected a dict {{layer: {{'weight': mask, 'bias': mask}}}}, got {type(masks).__name__}")
     for name, d in masks.items():
-        if name not in layers: raise ValueError(f"masks: expected layer names among {list(layers)}, got {name!r}")
+        if name not in layers: raise ValueError(f"masks: expected layer names among {list(layers)[:12]}{' ...' if len(layers) > 12 else ''}, got {name!r}")
         if not isinstance(d, dict) or not set(d) <= {"weight", "bias"}:
             raise ValueError(f"masks: {name!r} needs a dict with keys 'weight' and/or 'bias', got {d!r:.80}")
         for p, mask in d.items():
@@ -574,22 +765,23 @@ def apply_masks(model:nn.Sequential, # pruned in place
             setattr(layers[name], p, effective(layers[name], p))    # a leaf tensor, so the model can be deep-copied
     return model
 
-def prune(model:nn.Sequential,  # trained network; left untouched
+def prune(model:nn.Module,      # trained network (a chain or any traceable network); left untouched
           method:str,           # one of `METHODS`
-          amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer (node), in [0, 1)
+          amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer / channel group (node), in [0, 1)
           data:torch.Tensor|None=None, # pruning images for 'clustered', e.g. `x_val`
           scope:str="layer",    # 'layer' (the paper) or 'global' (connection methods only)
           seed:int=0,           # seeds random masks, random keep rule and k-means
-          layers=None,          # names of the layers to prune; default: all (connection) / hidden (node)
+          layers=None,          # names of the layers to prune; default: all (connection) / hidden (node; for a non-chain: the groups' names)
           device="cpu",         # where to compute and where the pruned copy lives
-          activations:dict|None=None, # precomputed `stage_outputs(model, data)` for 'clustered'
+          activations:dict|None=None, # precomputed `stage_outputs` (chain) or `group_outputs` (other networks) for 'clustered'
           progress:bool=False,  # show a progress bar over layers (node methods)
+          groups:list|None=None,# precomputed `channel_groups(model, ...)` (node methods on a non-chain); default: traced
           **options,            # 'clustered': clustering=, keep=, merge=False (the correlation merge of thesis §5.3.6)
          )->nn.Module:          # pruned copy; masks held by `torch.nn.utils.prune`
     "A pruned copy of `model`: `apply_masks(deepcopy(model), compute_masks(...))`."
-    stages(model)
+    _layers(model)
     net = copy_model(model).to(check_device(device))
-    net, masks, plan, opts = _plan(net, method, amount, data, scope, seed, layers, device, activations, progress, options)
+    net, masks, plan, opts = _plan(net, method, amount, data, scope, seed, layers, device, activations, progress, options, groups)
     if opts.get("merge"):
         st = stages(net)[1]
         for s, nxt in zip(st, st[1:]):
@@ -598,17 +790,35 @@ def prune(model:nn.Sequential,  # trained network; left untouched
     return apply_masks(net, masks)
 
 # %% ../nbs/03_pruning.ipynb #69bbbf13
-@torch.no_grad()
-def sparsity_report(model:nn.Sequential, # a pruned (or dense) network
-                    input_shape=None,    # shape of one input; default `model.input_shape`
-                   )->pd.DataFrame:      # one row per prunable layer and a 'total' row
-    "Parameters, non-zeros, pruned fraction, nodes kept, compression ratio and theoretical FLOPs per layer."
-    prefix, st = stages(model)
+def _check_shape(model:nn.Module, input_shape)->tuple:
     shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None: raise ValueError("input_shape: the model has no `input_shape`; pass the shape of one input, e.g. (1, 28, 28)")
     if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list, torch.Size)) or not shape or \
        not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in shape):
         raise ValueError(f"input_shape: expected the shape of one input as positive integers, e.g. (1, 28, 28), got {shape!r}")
+    return tuple(shape)
+
+def _finish_report(rows:dict)->pd.DataFrame:
+    first = next(iter(rows))
+    rows["total"] = {"kind": "", **{c: sum(r[c] for r in rows.values()) for c in list(rows[first])[1:]}}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.insert(3, "pruned", df.pruned_weights/df.weights)
+    df["compression"] = df.params/df.nonzero
+    df["speedup"] = df.flops/df.flops_nz
+    return df.drop(columns=["pruned_weights", "weights"])
+
+@torch.no_grad()
+def sparsity_report(model:nn.Module,     # a pruned (or dense) network: a chain or any traceable network
+                    input_shape=None,    # shape of one input; default `model.input_shape`
+                    groups:list|None=None, # precomputed `channel_groups` (a non-chain); default: traced
+                   )->pd.DataFrame:      # one row per prunable layer (and BatchNorm) and a 'total' row
+    "Parameters, non-zeros, pruned fraction, nodes kept, compression ratio and theoretical FLOPs per layer."
+    _layers(model)
+    shape = _check_shape(model, input_shape)
+    return _report_chain(model, shape) if _chain(model) is not None else _report_graph(model, shape, groups)
+
+def _report_chain(model:nn.Sequential, shape:tuple)->pd.DataFrame:
+    prefix, st = stages(model)
     positions = {}
     try:
         y = prefix(torch.zeros(1, *shape, device=st[0].layer.weight.device))
@@ -627,9 +837,47 @@ def sparsity_report(model:nn.Sequential, # a pruned (or dense) network
                         "pruned_weights": int((masks[s.name]["weight"] == 0).sum()), "weights": w.numel(),
                         "nodes": s.n_out, "nodes_kept": int(live.sum()),
                         "flops": w.numel()*positions[s.name], "flops_nz": int((w != 0).sum())*positions[s.name]}
-    rows["total"] = {"kind": "", **{c: sum(r[c] for r in rows.values()) for c in list(rows[st[0].name])[1:]}}
-    df = pd.DataFrame.from_dict(rows, orient="index")
-    df.insert(3, "pruned", df.pruned_weights/df.weights)
-    df["compression"] = df.params/df.nonzero
-    df["speedup"] = df.flops/df.flops_nz
-    return df.drop(columns=["pruned_weights", "weights"])
+    return _finish_report(rows)
+
+
+def _positions(model:nn.Module, modules:dict, shape:tuple)->dict:
+    "{name: output positions per channel} of `modules` in one forward pass (eval mode) of a zero input."
+    pos = {}
+    def count(name:str):
+        def hook(mod, inp, out): pos.setdefault(name, out[0].numel() // out.shape[1])
+        return hook
+    hooks = [m.register_forward_hook(count(n)) for n, m in modules.items()]
+    was_training = model.training
+    model.eval()
+    try: model(torch.zeros(1, *shape, device=next(model.parameters()).device))
+    except RuntimeError as e:
+        raise ValueError(f"input_shape: {tuple(shape)} does not fit the model ({str(e).splitlines()[0][:120]})") from None
+    finally:
+        for h in hooks: h.remove()
+        model.train(was_training)
+    return pos
+
+def _report_graph(model:nn.Module, shape:tuple, groups)->pd.DataFrame:
+    "`sparsity_report` of any network: a live channel needs a live incoming weight and, in a group, a live outgoing one."
+    layers = dict(_layers(model))
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, NORMS) and m.weight is not None}
+    pos = _positions(model, {**layers, **norms}, shape)
+    groups = channel_groups(model, torch.zeros(1, *shape)) if groups is None else _check_groups(model, groups, None)
+    used = {}                                                    # producer -> channels with a live outgoing weight
+    for g in groups:
+        out = torch.zeros(g.n, dtype=torch.bool)
+        for m, mod in _members(model, g, ("in",)): out |= (channel_slices(effective(mod), m) != 0).flatten(1).any(1).cpu()
+        for p in g.producers: used[p] = out
+    masks, rows = get_masks(model), {}
+    for name, mod in {**layers, **norms}.items():
+        w, b = effective(mod), (None if mod.bias is None else effective(mod, "bias"))
+        n = w.shape[0]
+        live = (w != 0).reshape(n, -1).any(1).cpu() if name in layers else ((w != 0) | (b != 0)).cpu()
+        if name in used: live &= used[name]
+        dense = w[0].numel()*pos.get(name, 0)                   # per channel; a BatchNorm: one multiply-add per output
+        rows[name] = {"kind": type(mod).__name__, "params": w.numel() + (0 if b is None else b.numel()),
+                      "nonzero": int((w != 0).sum()) + (0 if b is None else int((b != 0).sum())),
+                      "pruned_weights": int((masks[name]["weight"] == 0).sum()) if name in masks else 0, "weights": w.numel(),
+                      "nodes": n, "nodes_kept": int(live.sum()),
+                      "flops": dense*n, "flops_nz": int((w != 0).sum())*pos.get(name, 0)}
+    return _finish_report(rows)

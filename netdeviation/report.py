@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from scipy.stats import bootstrap, pearsonr, rankdata, spearmanr
 
 from .data import check_int
-from .models import MODELS
+from .models import MODELS, PAPER_MODELS
 from .paper import FIGURE_OF, HAN_ACC, PAPER_ACC, PAPER_AMOUNTS, PAPER_D
 from .retraining import as_paper_table
 from .sweeps import (GridSpec, check_executor, check_folder, collect, expand_grid, grid_spec, notebook_params,
@@ -29,7 +29,7 @@ __all__ = ['PLANS', 'METHOD_COLORS', 'OTHER_COLOR', 'MODEL_ORDER', 'SCORES', 'TA
            'default_dirs', 'baselines_needed', 'plan_specs', 'reproduce']
 
 # %% ../nbs/07b_report.ipynb #430cb9b5
-def baselines_table(models=tuple(MODELS), # model names
+def baselines_table(models=PAPER_MODELS, # model names
                     config:str="default",  # training config name
                     seed:int=0,            # seed of initialisation and batch order
                     device:str="cpu",      # where to train
@@ -69,7 +69,7 @@ PLANS = {
 METHOD_COLORS = {"random": "#1f77b4", "magnitude": "#ff7f0e", "random_node": "#2ca02c",  # one colour per method,
                  "magnitude_node": "#d62728", "clustered": "#9467bd"}                     # in every figure and run
 OTHER_COLOR = "#7f7f7f"        # a method METHOD_COLORS does not name
-MODEL_ORDER = tuple(MODELS)    # figures and panels in this order (then any other model, by name)
+MODEL_ORDER = tuple(MODELS)      # figures and panels in this order (then any other model, by name)
 
 def _order(names, known)->list: return sorted(set(names), key=lambda n: (known.index(n) if n in known else len(known), n))
 def _models(df:pd.DataFrame)->list[str]: return _order(df.model, MODEL_ORDER)

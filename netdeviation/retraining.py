@@ -13,7 +13,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .bounds import check_pruned, retraining_bounds
-from .data import MNISTData, check_choice, check_device, check_float, check_int
+from .data import Data, as_data, check_choice, check_device, check_float, check_int
+from .models import model_name
 from .pruning import CONNECTION_METHODS, METHODS, prune
 from .training import Baseline, TrainConfig, evaluate, fit, get_config
 
@@ -69,10 +70,6 @@ def _reference(original)->tuple[nn.Module, TrainConfig]:
     if isinstance(original, nn.Module): return original, get_config("paper")
     raise TypeError(f"original: expected a Baseline or the original nn.Module, got {type(original).__name__}")
 
-def _check_data(data)->MNISTData:
-    if not isinstance(data, MNISTData): raise TypeError(f"data: expected an MNISTData (see netdeviation.data.load_mnist), got {type(data).__name__}")
-    return data
-
 def _check_stop(eps, delta, max_epochs, check_every, progress):
     "Check the stop rule and loop arguments `retrain` and `retraining_table` share."
     if eps is None and delta is None: raise ValueError("eps, delta: give at least one stop criterion")
@@ -83,7 +80,7 @@ def _check_stop(eps, delta, max_epochs, check_every, progress):
     check_choice(progress, "progress", (True, False))
 
 def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prune masks); trained in place
-            data:MNISTData,                # trains on `x_train`, checks on `data.pruning_data`
+            data:Data,                     # a `Data` (or dict / 6-tuple): trains on `x_train`, checks on `data.pruning_data`
             original:Baseline|nn.Module,   # the unpruned original (a Baseline also gives the training config)
             config:str|TrainConfig="paper", # 'paper', 'han' (see `retrain_config`) or a TrainConfig
             eps:float|None=0.01,           # ε: recovered when val loss <= original's + ε (None: not used)
@@ -97,7 +94,7 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
     "Fine-tune `pruned_model` with its masks fixed and a fresh optimiser until it recovers or hits `max_epochs`."
     ref_model, train_cfg = _reference(original)
     check_pruned(pruned_model, "pruned_model", ref_model, "original")
-    _check_data(data)
+    data = as_data(data)
     cfg = retrain_config(config, train_cfg)
     _check_stop(eps, delta, max_epochs, check_every, progress)
     check_int(seed, "seed", 0)
@@ -158,7 +155,7 @@ def _check_seeds(seeds)->tuple[int, ...]:
     return tuple(check_int(s, "seeds", 0) for s in seeds)
 
 def retraining_table(baseline:Baseline,            # the trained original (W*, W_initial, t_initial)
-                     data:MNISTData,               # trains on `x_train`; prunes, checks and bounds on `data.pruning_data`
+                     data:Data,                    # a `Data` (or dict / 6-tuple): trains on `x_train`; prunes, checks and bounds on `data.pruning_data`
                      amounts:dict=TABLE_AMOUNTS,   # {method: amounts}; default the paper's two tables
                      config:str|TrainConfig="paper", # retraining config (see `retrain_config`)
                      eps:float=0.01,               # ε of the stop rule and of the bounds (needed: the bounds use it)
@@ -171,11 +168,12 @@ def retraining_table(baseline:Baseline,            # the trained original (W*, W
                     )->pd.DataFrame:               # one row per (method, amount, seed); bounds and measured in epochs
     "Every bound and its status beside the measured epochs to recover, for each pruning method, amount and seed."
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see get_baseline), got {type(baseline).__name__}")
-    cfg, (x, _) = retrain_config(config, baseline.config), _check_data(data).pruning_data
+    data = as_data(data)
+    cfg, (x, _) = retrain_config(config, baseline.config), data.pruning_data
     _check_stop(eps, delta, max_epochs, check_every, progress)
     check_float(eps, "eps", 0, low_open=True)  # the bounds need it too
     device = check_device(device)
-    name = baseline.model.name
+    name = model_name(baseline.model)
     gammas = PAPER_TABLES[PAPER_TABLES.model == name].set_index(["kind", "amount"]).paper_gamma
     runs = [(m, a, s) for m, am in _check_amounts(amounts).items() for a in am for s in _check_seeds(seeds)]
     rows = []

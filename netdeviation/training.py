@@ -5,6 +5,7 @@
 # %% ../nbs/02_training.ipynb #a106b1d4
 from __future__ import annotations
 import copy, hashlib, io, json, os, random, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import MNISTData, load_mnist, cache_dir
+from .data import Data, as_data, load_mnist, cache_dir
 from .data import check_choice, check_device, check_float, check_images, check_int, check_labels
-from .models import get_model, MODELS, ACTIVATIONS
+from .models import get_model, model_name, MODELS, ACTIVATIONS
+from .graph import eval_mode
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'CONFIGS', 'seed_everything', 'TrainConfig', 'get_config', 'make_optimizer', 'evaluate', 'History',
@@ -86,9 +88,7 @@ def _check_model(model, device=None)->nn.Module:
 @torch.no_grad()
 def _n_classes(model:nn.Module, x:torch.Tensor, device)->int:
     "Number of outputs of `model`, from one image."
-    was_training = model.training
-    model.eval(); n = model(x[:1].to(device)).shape[1]; model.train(was_training)
-    return n
+    with eval_mode(model): return model(x[:1].to(device)).shape[1]
 
 def _check_xy(model:nn.Module, x, y, device, xname:str="x", yname:str="y")->tuple[torch.Tensor, torch.Tensor]:
     "Images and labels checked against each other and against `model`'s number of outputs."
@@ -97,8 +97,8 @@ def _check_xy(model:nn.Module, x, y, device, xname:str="x", yname:str="y")->tupl
     return x, check_labels(y, n_classes=_n_classes(model, x, device), name=yname)
 
 @torch.no_grad()
-def evaluate(model:nn.Module,                # the network, switched to eval mode for the pass
-             x:torch.Tensor,                 # images, (N, 1, 28, 28)
+def evaluate(model:nn.Module,                # the network, in eval mode for the pass (its mode restored after)
+             x:torch.Tensor,                 # images, (N, *model's input shape)
              y:torch.Tensor,                 # labels, (N,)
              batch_size:int=10_000,          # images per forward pass
              device:str|torch.device="cpu",  # where to evaluate (`model` must already be there)
@@ -107,15 +107,13 @@ def evaluate(model:nn.Module,                # the network, switched to eval mod
     device = check_device(device)
     _check_model(model, device); batch_size = check_int(batch_size, "batch_size", 1)
     x, y = _check_xy(model, x, y, device)
-    was_training = model.training
-    model.eval()
     loss, correct = 0.0, 0
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        out = model(xb.to(device))
-        yb = yb.to(device)
-        loss += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
-    model.train(was_training)
+    with eval_mode(model):
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            out = model(xb.to(device))
+            yb = yb.to(device)
+            loss += F.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
     return {"loss": loss/len(x), "acc": correct/len(x)}
 
 # %% ../nbs/02_training.ipynb #3498097a
@@ -131,17 +129,16 @@ class History(list):
 def _batches(n:int, batch_size:int, g:torch.Generator)->list[torch.Tensor]:
     return list(torch.randperm(n, generator=g).split(batch_size))
 
-def _check_data(data, model:nn.Module, device)->MNISTData:
-    "`data` with every split checked (float32 images, labels in range); a clear error naming the split otherwise."
-    if not isinstance(data, MNISTData): raise TypeError(f"data: expected an MNISTData (from `load_mnist`), got {type(data).__name__}")
-    splits = {}
+def _check_data(data, model:nn.Module, device)->Data:
+    "`data` as a `Data` with every split checked (float32 images, labels in range); a clear error naming the split otherwise."
+    data, splits = as_data(data), {}
     for s in ("train", "val", "test"):
         splits[f"x_{s}"], splits[f"y_{s}"] = _check_xy(model, getattr(data, f"x_{s}"), getattr(data, f"y_{s}"), device,
                                                         f"data.x_{s}", f"data.y_{s}")
-    return MNISTData(**splits, root=data.root)
+    return replace(data, **splits)
 
-def fit(model:nn.Module,                    # trained in place
-        data:MNISTData,                     # in-memory MNIST (see `load_mnist`)
+def fit(model:nn.Module,                    # trained in place; left in train mode
+        data:Data,                          # a `Data` (e.g. `load_mnist()`), a dict or a 6-tuple of its splits
         config:str|TrainConfig="default",   # name in `CONFIGS` or a `TrainConfig`
         seed:int=0,                         # seeds the batch order
         device:str|torch.device="cpu",      # where to train
@@ -150,7 +147,7 @@ def fit(model:nn.Module,                    # trained in place
         eval_test:bool=True,                # also record test accuracy each epoch
         progress:bool=True,                 # show a progress bar
        )->History:                          # one dict per epoch (and one for an early stop)
-    "Train `model` with a fresh optimiser of `config` over in-memory minibatches."
+    "Train `model` with a fresh optimiser of `config` over in-memory minibatches; it is left in train mode."
     config, device, seed = get_config(config), check_device(device), check_int(seed, "seed")
     epochs = config.epochs if epochs is None else check_int(epochs, "epochs", 1)
     if on_step is not None and not callable(on_step): raise TypeError(f"on_step: expected a function `on_step(step, model) -> bool` or None, got {type(on_step).__name__}")
@@ -168,7 +165,7 @@ def fit(model:nn.Module,                    # trained in place
         r.update({f"val_{k}": v for k, v in evaluate(model, data.x_val, data.y_val, device=device).items()})
         if eval_test: r["test_acc"] = evaluate(model, data.x_test, data.y_test, device=device)["acc"]
         model.train(); hist.append({**r, **extra})
-    bar = tqdm(range(epochs), desc=f"fit {getattr(model, 'name', '')}", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=f"fit {model_name(model)}", disable=not progress, leave=False)
     for epoch in bar:
         total = 0.0
         for i, idx in enumerate(_batches(len(x), config.batch_size, g)):
@@ -232,22 +229,59 @@ def load_checkpoint(path:str|Path, # a `.pt` file written by `save_checkpoint`, 
 @dataclass
 class Baseline:
     "A trained model with what Theorem 1 needs of its training run."
-    model:nn.Module        # the trained network, $W^*$
-    w_initial:dict         # state dict of the random initial weights, $W_{initial}$
-    t_initial:float        # epochs of the original training, $t_{initial}$
+    model:nn.Module        # the trained network, $W^*$ (in eval mode when it comes from `train_baseline`/`get_baseline`)
+    w_initial:dict|None    # state dict of the random initial weights, $W_{initial}$ (None: unknown)
+    t_initial:float|None   # epochs of the original training, $t_{initial}$ (None: unknown)
     config:TrainConfig     # how it was trained
     history:History        # per-epoch records
-    seed:int               # seed of initialisation and batch order
+    seed:int|None          # seed of initialisation and batch order (None: unknown)
     path:Path|None=None    # its checkpoint
 
     @property
-    def test_acc(self)->float: return self.history[-1]["test_acc"]
+    def test_acc(self)->float|None:
+        "Test accuracy of the last record that has one (None when it was never measured)."
+        return next((r["test_acc"] for r in reversed(self.history) if "test_acc" in r), None)
     def initial_model(self)->nn.Module:
         "A copy of the network with its random initial weights."
+        if self.w_initial is None:
+            raise ValueError("baseline: its initial weights W_initial are unknown; pass w_initial to `Baseline.from_model`")
         m = copy.deepcopy(self.model); m.load_state_dict(self.w_initial); return m
     def __repr__(self):
-        return (f"Baseline({self.model.name}, test_acc={self.test_acc:.4f}, t_initial={self.t_initial}, "
+        acc = "None" if self.test_acc is None else f"{self.test_acc:.4f}"
+        return (f"Baseline({model_name(self.model)}, test_acc={acc}, t_initial={self.t_initial}, "
                 f"seed={self.seed}, config={self.config})")
+
+    @classmethod
+    def from_model(cls, model:nn.Module,                 # a network trained elsewhere, $W^*$
+                   data=None,                            # a `Data` (or dict / 6-tuple): its test split measures `test_acc`
+                   w_initial:dict|nn.Module|None=None,   # its random initial weights (a state dict or the initial network), if known
+                   t_initial:float|None=None,            # epochs its training took, if known
+                   config:str|TrainConfig="default",     # the optimiser it was trained with: η and batch size of bounds and retraining
+                   seed:int|None=None,                   # its seed, if known
+                  )->Baseline:
+        "A `Baseline` of a model trained elsewhere; bounds that need an unknown `W_initial` or `t_initial` say so in their status."
+        _check_model(model); cfg = get_config(config)
+        w_initial = _check_initial(model, w_initial)
+        if t_initial is not None: t_initial = check_float(t_initial, "t_initial", 0, low_open=True)
+        if seed is not None: seed = check_int(seed, "seed")
+        history = History()
+        if data is not None:
+            d, p = as_data(data), next(model.parameters(), None)
+            r = evaluate(model, d.x_test, d.y_test, device=p.device if p is not None else "cpu")
+            history.append({"test_loss": r["loss"], "test_acc": r["acc"]})
+        return cls(model, w_initial, t_initial, cfg, history, seed)
+
+def _check_initial(model:nn.Module, w_initial)->dict|None:
+    "`w_initial` as a detached copy of a state dict with `model`'s keys and shapes; a clear error otherwise."
+    if w_initial is None: return None
+    if isinstance(w_initial, nn.Module): w_initial = w_initial.state_dict()
+    if not isinstance(w_initial, dict):
+        raise TypeError(f"w_initial: expected a state dict or the initial nn.Module (or None), got {type(w_initial).__name__}")
+    want = model.state_dict()
+    bad = sorted(set(want) ^ set(w_initial)) or sorted(k for k in want if not isinstance(w_initial[k], torch.Tensor) or w_initial[k].shape != want[k].shape)
+    if bad: raise ValueError(f"w_initial: does not match the model's state dict (keys or shapes differ at {bad[:5]}); "
+                             "pass the state dict of the same architecture before training (e.g. copy.deepcopy(model.state_dict()))")
+    return {k: v.detach().clone() for k, v in w_initial.items()}
 
 def baseline_path(model:str,                # a name in `MODELS`
                   config:str,               # a name in `CONFIGS`
@@ -261,9 +295,8 @@ def baseline_path(model:str,                # a name in `MODELS`
     h = hashlib.sha256(repr(get_config(config)).encode()).hexdigest()[:8]
     return Path(cache or cache_dir()/"checkpoints")/f"{model}-{act}-{config}-{h}-seed{seed}.pt"
 
-def _check_data_arg(data):
-    if data is not None and not isinstance(data, MNISTData):
-        raise TypeError(f"data: expected an MNISTData (from `load_mnist`) or None, got {type(data).__name__}")
+def _check_data_arg(data)->Data|None:
+    return None if data is None else as_data(data)
 
 def _check_cache(cache)->None:
     if cache is not None and Path(cache).exists() and not Path(cache).is_dir():
@@ -280,7 +313,7 @@ def _from_checkpoint(ck, model:str, act:str, config:str, seed:int, path:Path, de
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"checkpoint '{path}' does not hold a {model}-{act} baseline "
                               f"({type(e).__name__}: {str(e).strip()[:200]}): it is corrupt") from None
-    return Baseline(net.to(device), w_initial, t_initial, get_config(config), history, seed, path)
+    return Baseline(net.to(device).eval(), w_initial, t_initial, get_config(config), history, seed, path)
 
 def _move_aside(path:Path)->Path|None:
     "Rename a bad checkpoint (and its sidecar) to `<name>.corrupt-<timestamp>`; its new name, None if it could not be moved."
@@ -296,26 +329,26 @@ def train_baseline(model:str,                     # a name in `MODELS`
                    config:str="default",          # a name in `CONFIGS` (or a `TrainConfig`)
                    seed:int=0,                    # seeds initialisation and batch order
                    act:str="relu",                # hidden activation
-                   data:MNISTData|None=None,      # defaults to `load_mnist()`
+                   data:Data|None=None,           # a `Data` (or dict / 6-tuple); defaults to `load_mnist()`
                    device:str|torch.device="cpu", # where to train
                    progress:bool=True,            # show a progress bar
                   )->Baseline:
-    "Train a fresh `model` with `config` from seed `seed` (no caching)."
+    "Train a fresh `model` with `config` from seed `seed` (no caching); the model is returned in eval mode."
     check_choice(model, "model", MODELS); check_choice(act, "act", ACTIVATIONS)
     cfg, device, seed = get_config(config), check_device(device), check_int(seed, "seed")
-    _check_data_arg(data)
+    data = _check_data_arg(data)
     data = data if data is not None else load_mnist()
     seed_everything(seed)
     net = get_model(model, act=act)
     w_initial = copy.deepcopy(net.state_dict())
     hist = fit(net, data, cfg, seed=seed, device=device, progress=progress)
-    return Baseline(net, w_initial, float(cfg.epochs), cfg, hist, seed)
+    return Baseline(net.eval(), w_initial, float(cfg.epochs), cfg, hist, seed)
 
 def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`
                  config:str="default",            # a name in `CONFIGS`
                  seed:int=0,                      # seeds initialisation and batch order
                  act:str="relu",                  # hidden activation
-                 data:MNISTData|None=None,        # defaults to `load_mnist()`
+                 data:Data|None=None,             # a `Data` (or dict / 6-tuple); defaults to `load_mnist()`
                  device:str|torch.device="cpu",   # where to train and where the model is returned
                  cache:str|Path|None=None,        # checkpoint folder; default `cache_dir()/'checkpoints'`
                  retrain:bool=False,              # ignore a cached checkpoint
@@ -323,7 +356,7 @@ def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`
                 )->Baseline:
     "A trained baseline from the checkpoint cache, training (and caching) it when missing, corrupt or unloadable."
     path = baseline_path(model, config, seed, act, cache)
-    get_config(config); device = check_device(device); _check_data_arg(data); _check_cache(cache)
+    get_config(config); device = check_device(device); data = _check_data_arg(data); _check_cache(cache)
     if not isinstance(retrain, bool): raise TypeError(f"retrain: expected True or False, got {retrain!r}")
     if path.exists() and not retrain:
         try: return _from_checkpoint(load_checkpoint(path), model, act, config, seed, path, device)

@@ -400,7 +400,7 @@ def test_readme_figure_and_links():
 def _module_notebooks()->dict[str, Path]:
     "module name -> the notebook it is exported from (`#| default_exp`)."
     res = {}
-    for nb in sorted(NBS.glob("[0-9][0-9]_*.ipynb")):
+    for nb in sorted(NBS.glob("[0-9][0-9]*_*.ipynb")):
         for cell in json.loads(nb.read_text())["cells"]:
             if m := re.search(r"^#\|\s*default_exp\s+(\S+)", "".join(cell["source"]), re.M):
                 res[m[1]] = nb

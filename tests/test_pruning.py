@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from netdeviation.models import get_model, prunable_layers
+from netdeviation.models import get_model
+from netdeviation.graph import prunable_layers
 from netdeviation.pruning import (METHODS, NODE_METHODS, apply_masks, cluster_nodes, compute_masks, get_masks,
                                   gram_embedding, keep_highest, magnitude_mask, n_pruned, node_gram, prune,
                                   random_mask, sparsity_report, stage_outputs)

@@ -27,7 +27,8 @@ from netdeviation.deviation import (AMOUNTS, deviation_sweep, jacobian_norms, li
                                     original_activations)
 from netdeviation.deviation import deviation, graph_activations
 from netdeviation.graph import gain, stages
-from netdeviation.pruning import compute_masks, effective, prune
+from netdeviation.graph import effective
+from netdeviation.pruning import compute_masks, prune
 from netdeviation.training import get_baseline
 
 METHODS = ("random", "magnitude", "clustered")

@@ -18,13 +18,15 @@ from tqdm.auto import tqdm
 
 from .data import Data, as_data, check_choice, check_device, check_float, check_images, check_int, check_labels
 from .graph import prunable_layers
-from .pruning import CONNECTION_METHODS, METHODS, effective, get_masks
+from .graph import effective
+from .pruning import CONNECTION_METHODS, METHODS, get_masks
 from .models import model_name
 from .training import Baseline, TrainConfig, eval_mode, get_config
 
 # %% auto #0
-__all__ = ['ORIENTATIONS', 'BOUNDS', 'STATUS_KINDS', 'GAMMA_FREE', 'MU_METHODS', 'weights', 'sq_norm', 'loss_and_grad',
-           'mu_secant', 'mu_pl', 'theorem1', 'hessian_norm', 'RetrainingBounds', 'gamma_free_bounds', 'check_pruned',
+__all__ = ['ORIENTATIONS', 'BOUNDS', 'STATUS_KINDS', 'GAMMA_FREE', 'UNCERTIFIED', 'MU_METHODS', 'weights', 'sq_norm',
+           'loss_and_grad', 'mu_secant', 'mu_pl', 'theorem1', 'hessian_norm', 'Curvature', 'curvature', 'certified_mu',
+           'certified_beta', 'hessian_operator', 'status_kind', 'RetrainingBounds', 'gamma_free_bounds', 'check_pruned',
            'retraining_bounds', 'fit_gamma', 'GammaCalibration', 'calibrate_gamma']
 
 # %% ../nbs/05_bounds.ipynb #2d352a87
@@ -199,6 +201,116 @@ def hessian_norm(model:nn.Module,               # network at the point W, evalua
     _refresh(model)
     return beta
 
+# %% ../nbs/05_bounds.ipynb #3bf86bda
+@dataclass
+class Curvature:
+    "The extreme eigenvalues of a symmetric operator (a Hessian) from Hessian-vector products, and what they certify."
+    lam_min:float   # exact (`exact`) or the smallest Ritz value, which is ≥ the true λ_min
+    lam_max:float   # exact (`exact`) or the largest Ritz value, which is ≤ the true λ_max
+    margin:float    # allowance for rounding in the products (and, for Lanczos, in the Rayleigh quotient)
+    exact:bool      # the whole matrix was built (`dim` products): the spectrum lies in [λ_min − margin, λ_max + margin]
+    hvps:int        # Hessian-vector products used
+    dim:int         # dimension of the space (the unpruned weights)
+    rayleigh:float=math.nan  # Lanczos: ρ = yᵀHy for the unit Ritz vector y of λ_min, checked by one more product (λ_min ≤ ρ)
+
+    @property
+    def mu(self)->float:
+        "A certified lower bound on λ_min (the strong-convexity constant of a quadratic); NaN where none is certified."
+        return self.lam_min - self.margin if self.exact else math.nan
+
+    @property
+    def beta(self)->float:
+        "A certified upper bound on max |λ| (the smoothness constant of a quadratic); NaN where none is certified."
+        return max(abs(self.lam_min), abs(self.lam_max)) + self.margin if self.exact else math.nan
+
+    @property
+    def negative(self)->bool:
+        "Certified: the operator has an eigenvalue below 0 (a direction of negative curvature), so the loss is not convex."
+        return (self.lam_min if self.exact else self.rayleigh) < -self.margin
+
+    @property
+    def status(self)->str:
+        "What `mu` certifies: 'proven: …', 'inapplicable: …' (a negative or unproven-positive λ_min) or 'estimate: …'."
+        how = f"the whole {self.dim}×{self.dim} matrix" if self.exact else f"{self.hvps} Lanczos products"
+        top = (self.lam_min if self.exact else self.rayleigh) + self.margin
+        if self.negative: return f"inapplicable: the Hessian has a negative eigenvalue, λ_min ≤ {top:.3g} ({how})"
+        if not self.exact: return (f"estimate: smallest Ritz value {self.lam_min:.3g} after {self.hvps} Lanczos products "
+                                   "is above λ_min, not a certified lower bound")
+        if self.mu <= 0: return f"inapplicable: λ_min = {self.lam_min:.3g} is not certified positive (margin {self.margin:.2g})"
+        return f"proven: λ_min ≥ {self.mu:.6g} ({how})"
+
+def _lanczos(hvp, dim:int, steps:int, seed:int)->tuple[torch.Tensor, torch.Tensor, int]:
+    "Ritz values (ascending) and the unit Ritz vector of the smallest, by Lanczos with full reorthogonalisation."
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(dim, generator=g, dtype=torch.float64)
+    Q, alpha, off = [q/q.norm()], [], []
+    for j in range(min(steps, dim)):
+        w = hvp(Q[-1]).double()
+        alpha.append(torch.dot(w, Q[-1]).item())
+        Qm = torch.stack(Q)
+        for _ in range(2): w = w - Qm.T @ (Qm @ w)   # full reorthogonalisation, twice
+        b = w.norm().item()
+        if j == min(steps, dim) - 1 or b <= 1e-12*max(abs(a) for a in alpha): break
+        off.append(b); Q.append(w/b)
+    k = len(alpha)
+    T = torch.diag(torch.tensor(alpha, dtype=torch.float64))
+    if k > 1: T += torch.diag(torch.tensor(off[:k-1], dtype=torch.float64), 1) + torch.diag(torch.tensor(off[:k-1], dtype=torch.float64), -1)
+    theta, S = torch.linalg.eigh(T)
+    y = torch.stack(Q[:k]).T @ S[:, 0]
+    return theta, y/y.norm(), k
+
+def curvature(hvp,                    # v ↦ H v on 1-d float64 tensors of length `dim` (H symmetric)
+              dim:int,                # the dimension
+              max_exact:int=64,       # build the whole matrix (exact spectrum) when dim is at most this
+              steps:int=20,           # otherwise this many Lanczos steps (plus one product to check λ_min's vector)
+              rtol:float=1e-9,        # relative rounding allowance of the products (1e-4 for float32 networks)
+              seed:int=0,             # seeds Lanczos' start vector
+             )->Curvature:
+    "The extreme eigenvalues of H: exact (certified) from `dim` products when `dim ≤ max_exact`, else Lanczos (an estimate)."
+    check_int(dim, "dim", 1); check_int(max_exact, "max_exact", 0); check_int(steps, "steps", 1)
+    check_float(rtol, "rtol", 0); check_int(seed, "seed", 0)
+    if not callable(hvp): raise TypeError(f"hvp: expected a function v -> H v on 1-d tensors of length {dim}, got {type(hvp).__name__}")
+    if dim <= max_exact:
+        H = torch.stack([hvp(e).double() for e in torch.eye(dim, dtype=torch.float64)], 1)
+        lam = torch.linalg.eigvalsh((H + H.T)/2)
+        scale = lam.abs().max().item()
+        margin = (H - H.T).norm().item() + (rtol + 4*dim*torch.finfo(torch.float64).eps)*scale
+        return Curvature(lam[0].item(), lam[-1].item(), margin, True, dim, dim)
+    theta, y, k = _lanczos(hvp, dim, steps, seed)
+    rho = torch.dot(y, hvp(y).double()).item()   # a Rayleigh quotient: λ_min ≤ ρ whatever Lanczos' accuracy
+    scale = theta.abs().max().item()
+    return Curvature(theta[0].item(), theta[-1].item(), rtol*scale, False, k + 1, dim, rho)
+
+def certified_mu(hvp, dim:int, **kwargs)->float:
+    "A certified lower bound on H's smallest eigenvalue (NaN where `curvature` certifies none); `kwargs` go to `curvature`."
+    return curvature(hvp, dim, **kwargs).mu
+
+def certified_beta(hvp, dim:int, **kwargs)->float:
+    "A certified upper bound on H's spectral norm (NaN where `curvature` certifies none); `kwargs` go to `curvature`."
+    return curvature(hvp, dim, **kwargs).beta
+
+def hessian_operator(model:nn.Module,               # network at the point W, evaluated in eval mode
+                     x:torch.Tensor,                 # images of the loss (retraining minimises the training loss)
+                     y:torch.Tensor,                 # their labels
+                     batch_size:int=1000,            # images per forward pass
+                     include_bias:bool=False,        # Hessian with respect to biases too
+                     masked:bool=True,               # restrict to the unpruned weights (the space masked retraining moves in)
+                     device:str|torch.device="cpu",  # where to compute
+                    )->tuple[callable, int]:         # (u ↦ H u on float64 vectors of the free weights, their number)
+    "The Hessian of the mean loss on `(x, y)` at `model`'s weights, restricted to the unpruned ones, as a function for `curvature`."
+    device = _check_inputs(model, x, y, batch_size, include_bias, device); _check_bool(masked, "masked")
+    w, f, masks = _functional(model, include_bias, device)
+    keep = {k: (masks[k] != 0) if masked else torch.ones_like(t, dtype=torch.bool) for k, t in w.items()}
+    sizes = [int(keep[k].sum()) for k in w]
+    def op(u:torch.Tensor)->torch.Tensor:
+        v = {}
+        for (k, t), part in zip(w.items(), u.split(sizes)):
+            v[k] = torch.zeros_like(t); v[k][keep[k]] = part.to(device=device, dtype=t.dtype)
+        with eval_mode(model): hv = _hvp(f, w, v, x, y, batch_size, device)
+        _refresh(model)
+        return torch.cat([hv[k][keep[k]].double().cpu() for k in w])
+    return op, sum(sizes)
+
 # %% ../nbs/05_bounds.ipynb #ad34253c
 BOUNDS = {  # name: (kind, formula, largest ηβ for which it is a theorem; None: an estimate)
     "theorem1_paper": ("estimate", "eq. 3.1 as printed: γ(μ1/μ2)(‖∇L(W_init)‖²/‖∇L(W_s)‖²)t_initial", None),
@@ -208,9 +320,18 @@ BOUNDS = {  # name: (kind, formula, largest ηβ for which it is a theorem; None
     "smooth_lower": ("lower", "log(Δ_s/ε)/log(1/(1−2ηβ))", 0.5),
     "smooth_lower_approx": ("lower (approx.)", "log(Δ_s/ε)/(2ηβ)", 0.5),
     "strong_convexity_lower": ("lower", "log(μ‖W_s − W*‖²/(2ε))/(2 log(1/(1−ηβ)))", 1.0),
-    "relative_lower": ("lower", "(μ/2β)(log(Δ_s/ε)/log(Δ_i/ε))t_initial", 0.5),
+    "relative_lower": ("lower", "(ημ/log(1/(1−2ηβ)))(log(Δ_s/ε)/log(Δ_i/ε))t_initial", 0.5),
 }
-STATUS_KINDS = ("ok", "estimate", "inapplicable", "undefined")  # what a status string starts with
+STATUS_KINDS = ("proven", "estimate", "inapplicable", "undefined")  # what a status string starts with
+
+def status_kind(status:str, # a bound's status, as `RetrainingBounds.status` (or a stored table's `<bound>_status`) holds it
+               )->str:      # one of `STATUS_KINDS`
+    "The kind of a status; the 'ok' of tables stored before statuses were certified reads as 'estimate'."
+    if not isinstance(status, str): raise TypeError(f"status: expected a status string such as 'proven' or 'estimate: …', got {type(status).__name__}")
+    kind = status.split(":")[0]
+    if kind == "ok": return "estimate"  # its μ was a one-point estimate: never a certified constant
+    if kind not in STATUS_KINDS: raise ValueError(f"status: expected one starting with one of {list(STATUS_KINDS)} (or a stored 'ok'), got {status!r}")
+    return kind
 
 def _num(x:float, limit:float)->str:
     "`x` to 3 significant digits, more where needed to show on which side of `limit` it lies."
@@ -224,9 +345,9 @@ def _step_holds(name:str, eta_beta:float)->bool:
     k = 1/BOUNDS[name][2]
     return k*eta_beta < 1 if BOUNDS[name][0].startswith("lower") else k*eta_beta <= 1
 
-def _step_status(name:str, eta_beta:float)->str:
-    "'ok' (or 'estimate' for the approximation) when bound `name`'s step-size condition holds, else 'inapplicable: ...'."
-    if _step_holds(name, eta_beta): return "estimate" if BOUNDS[name][0] == "lower (approx.)" else "ok"
+def _step_status(name:str, eta_beta:float, holds:str="proven")->str:
+    "`holds` (bare 'estimate' for the approximation) when bound `name`'s step-size condition holds, else 'inapplicable: ...'."
+    if _step_holds(name, eta_beta): return "estimate" if BOUNDS[name][0] == "lower (approx.)" else holds
     k, op = round(1/BOUNDS[name][2]), "<" if BOUNDS[name][0].startswith("lower") else "≤"
     lhs = "ηβ" if k == 1 else f"{k}ηβ"
     return f"inapplicable: needs {lhs} {op} 1, got {lhs} = {_num(k*eta_beta, 1)}"
@@ -234,15 +355,20 @@ def _step_status(name:str, eta_beta:float)->str:
 @dataclass
 class RetrainingBounds:
     "Bounds on the retraining iterations (and epochs), with the quantities they were computed from."
-    iterations:dict        # bound name -> iterations (NaN where undefined)
+    iterations:dict        # bound name -> iterations (NaN where undefined, inf where the target is unreachable)
     iters_per_epoch:float  # N_train / batch size
     quantities:dict        # ε, η, μ, β, Δ_s, ... that went in
-    status:dict            # bound name -> 'ok', 'estimate', 'inapplicable: <condition>' or 'undefined: <why>'
+    status:dict            # bound name -> 'proven', 'estimate[: why]', 'inapplicable: <condition>' or 'undefined: <why>'
 
     @property
     def epochs(self)->dict:
         "Bound name -> epochs (= iterations × batch / N_train)."
         return {k: v/self.iters_per_epoch for k, v in self.iterations.items()}
+
+    @property
+    def proven(self)->dict:
+        "The bounds whose status is 'proven': name -> iterations."
+        return {k: v for k, v in self.iterations.items() if status_kind(self.status[k]) == "proven"}
 
     def to_dataframe(self)->pd.DataFrame:
         "One row per bound: kind, iterations, epochs, status, whether η meets its step-size condition, and formula."
@@ -253,52 +379,74 @@ class RetrainingBounds:
                               "formula": BOUNDS[k][1]} for k, v in self.iterations.items()]).set_index("bound")
 
     def __repr__(self):
-        q = ", ".join(f"{k}={v:.4g}" for k, v in self.quantities.items() if isinstance(v, (int, float)))
+        q = ", ".join(f"{k}={v:.4g}" for k, v in self.quantities.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
         return f"RetrainingBounds({q})\n{self.to_dataframe().drop(columns='formula').to_string()}"
 
     def _repr_html_(self): return self.to_dataframe()._repr_html_()
 
 # %% ../nbs/05_bounds.ipynb #34f9e535
 GAMMA_FREE = ("convex_upper", "pl_upper", "smooth_lower", "smooth_lower_approx", "strong_convexity_lower", "relative_lower")
+UNCERTIFIED = "μ, β, Δ_s and ‖W_s − W*‖² were given, not certified"  # why `gamma_free_bounds` says 'estimate' by default
 
 def _optional(value, name:str, low:float|None=None, low_open:bool=False)->float|None:
     return None if value is None else check_float(value, name, low, low_open=low_open)
 
-def _relative_status(eps:float, eta_beta:float, delta_i:float|None, t_initial:float|None)->str:
-    if delta_i is None or t_initial is None: return "undefined: needs delta_i (Δ_i) and t_initial"
+def _relative_status(eps:float, eta:float, eta_beta:float, mu_i:float, delta_i:float|None, t_iters:float|None, holds:str)->str:
+    if delta_i is None or t_iters is None: return "undefined: needs delta_i (Δ_i) and t_initial"
     if delta_i <= eps: return f"undefined: needs Δ_i > ε, got Δ_i = {_num(delta_i, eps)} ≤ ε = {eps:g}"
-    return _step_status("relative_lower", eta_beta)
+    step = _step_status("relative_lower", eta_beta, holds)
+    if step.startswith("inapplicable"): return step
+    cap = math.log(delta_i/eps)/(eta*mu_i) if mu_i > 0 else math.inf  # the PL bound from W_initial: makes the relative form ≤ smooth_lower
+    if t_iters > cap: return f"inapplicable: needs t_initial ≤ log(Δ_i/ε)/(ημ) = {cap:.4g} iterations, got {_num(t_iters, cap)}"
+    return step
 
 def gamma_free_bounds(delta_s:float,            # Δ_s = L(W_sparse) − L*, the loss gap to recover
                       eps:float,                # ε > 0: target gap
                       eta:float,                # η > 0: step size (learning rate)
-                      mu:float,                 # μ > 0: PL / strong-convexity constant
-                      beta:float,               # β > 0: smoothness constant (Hessian norm)
-                      dist_sq:float,            # ‖W_sparse − W*‖² ≥ 0
+                      mu:float,                 # μ > 0: PL / strong-convexity constant (a certified lower bound for 'proven')
+                      beta:float,               # β > 0: smoothness constant (a certified upper bound for 'proven')
+                      dist_sq:float,            # ‖W_sparse − W_min‖² ≥ 0, W_min the minimiser of the problem GD solves
                       delta_i:float|None=None,  # Δ_i = L(W_initial) − L*, for `relative_lower`
                       t_initial:float|None=None,   # epochs of the original training, for `relative_lower`
                       iters_per_epoch:float=1.0,   # N_train / batch size
+                      certified:bool=False,     # μ, β are certified constants of a convex problem and Δ_s, dist_sq are to its minimiser
+                      why:str|None=None,        # when not `certified`: why these are estimates (default `UNCERTIFIED`)
+                      mu_initial:float|None=None,  # μ of the problem the original training solved (default `mu`), for `relative_lower`
+                      floor:float=0.0,          # L*_masked − L* ≥ 0: how far the minimum of the problem GD solves lies above L*
                      )->RetrainingBounds:
     "The γ-free bounds on the iterations gradient descent needs to bring Δ_s below ε, each with its status."
     check_float(delta_s, "delta_s"); _positive(eps=eps, eta=eta, iters_per_epoch=iters_per_epoch)
     delta_i, t_initial = _optional(delta_i, "delta_i"), _optional(t_initial, "t_initial", 0, low_open=True)
-    q = dict(eps=eps, eta=eta, mu=mu, beta=beta, delta_s=delta_s, dist_sq=dist_sq, delta_i=delta_i, t_initial=t_initial)
-    if delta_s <= eps:
-        done = f"ok: Δ_s = {_num(delta_s, eps)} ≤ ε = {eps:g}, nothing to recover"
+    _check_bool(certified, "certified"); floor = check_float(floor, "floor", 0)
+    if why is not None and not isinstance(why, str): raise TypeError(f"why: expected a string (the reason the bounds are estimates) or None, got {type(why).__name__}")
+    holds = "proven" if certified else f"estimate: {why or UNCERTIFIED}"
+    q = dict(eps=eps, eta=eta, mu=mu, beta=beta, delta_s=delta_s, dist_sq=dist_sq, delta_i=delta_i, t_initial=t_initial, floor=floor)
+    if delta_s <= eps:  # the stop rule holds at W_sparse: 0 iterations, whatever the constants
+        done = f"proven: Δ_s = {_num(delta_s, eps)} ≤ ε = {eps:g}, nothing to recover"
         return RetrainingBounds(dict.fromkeys(GAMMA_FREE, 0.0), iters_per_epoch, q, dict.fromkeys(GAMMA_FREE, done))
-    mu, beta = check_float(mu, "mu", 0, low_open=True), check_float(beta, "beta", 0, low_open=True)
+    if floor >= eps:    # every point GD can reach has a gap of at least `floor`
+        never = f"{'proven' if certified else 'estimate'}: unreachable, the minimum GD can reach lies {floor:.4g} ≥ ε = {eps:g} above L*"
+        return RetrainingBounds(dict.fromkeys(GAMMA_FREE, math.inf), iters_per_epoch, q, dict.fromkeys(GAMMA_FREE, never))
+    mu, beta = check_float(mu, "mu"), check_float(beta, "beta", 0, low_open=True)   # μ ≤ 0: no certified PL constant
+    mu_i = mu if mu_initial is None else check_float(mu_initial, "mu_initial")
     dist_sq = check_float(dist_sq, "dist_sq", 0)
-    r, eb = math.log(delta_s/eps), eta*beta
-    status = {k: _step_status(k, eb) for k in GAMMA_FREE[:-1]} | {"relative_lower": _relative_status(eps, eb, delta_i, t_initial)}
-    relative = (mu/(2*beta) * r/math.log(delta_i/eps) * t_initial*iters_per_epoch
-                if not status["relative_lower"].startswith("undefined") else math.nan)
-    it = {"convex_upper": math.ceil(dist_sq/(2*eta*eps)),
-          "pl_upper": math.ceil(r/(eta*mu)),
+    ds, e = delta_s - floor, eps - floor          # the gap and target of the problem GD solves
+    r, eb = math.log(ds/e), eta*beta
+    t_iters = None if t_initial is None else t_initial*iters_per_epoch
+    status = ({k: _step_status(k, eb, holds) for k in GAMMA_FREE[:-1]} |
+              {"relative_lower": _relative_status(eps, eta, eb, mu_i, delta_i, t_iters, holds)})
+    for k, m, sym in (("pl_upper", mu, "μ"), ("strong_convexity_lower", mu, "μ"), ("relative_lower", mu_i, "μ of W_initial's problem")):
+        if m <= 0 and not status[k].startswith(("inapplicable", "undefined")): status[k] = f"inapplicable: needs {sym} > 0, got {m:.3g}"
+    coef = eta*mu_i/-math.log1p(-2*eb) if 2*eb < 1 else math.nan   # ≤ μ/(2β): the coefficient the proof supports
+    relative = (coef * r/math.log(delta_i/eps) * t_iters if not status["relative_lower"].startswith("undefined") and mu_i > 0
+                else math.nan)
+    it = {"convex_upper": math.ceil(dist_sq/(2*eta*e)),
+          "pl_upper": math.ceil(r/(eta*mu)) if mu > 0 else math.nan,
           "smooth_lower": r/-math.log1p(-2*eb) if 2*eb < 1 else math.nan,
           "smooth_lower_approx": r/(2*eb),
-          "strong_convexity_lower": (math.log(max(mu*dist_sq/(2*eps), 1.0))/(-2*math.log1p(-eb)) if eb < 1 else math.nan),
+          "strong_convexity_lower": (math.log(max(mu*dist_sq/(2*e), 1.0))/(-2*math.log1p(-eb)) if eb < 1 and mu > 0 else math.nan),
           "relative_lower": relative}
-    return RetrainingBounds({k: float(v) for k, v in it.items()}, iters_per_epoch, q, status)
+    return RetrainingBounds({k: float(v) for k, v in it.items()}, iters_per_epoch, q | dict(mu_initial=mu_i), status)
 
 # %% ../nbs/05_bounds.ipynb #b16da2a2
 MU_METHODS = ("auto", "secant", "pl")
@@ -343,6 +491,30 @@ def _missing_status(baseline:Baseline)->str|None:
     return (f"inapplicable: needs {' and '.join(miss)}, which the baseline lacks; pass "
             f"{' and '.join(k.lower() if k == 'W_initial' else k for k in miss)} to `Baseline.from_model`")
 
+def _network_why(cfg:TrainConfig)->str:
+    "Why a γ-free bound is only an estimate for a network."
+    return (f"a network's loss is not certified convex; μ (PL ratio at W_sparse) and β are local; Δ_s and ‖W_s − W*‖² "
+            f"are to W*, not to the masked problem's (unknown) minimiser; retraining runs {cfg.optimizer} on minibatches "
+            f"of {cfg.batch_size}, not full-batch gradient descent")
+
+def _network_status(status:dict, cur:Curvature|None, n:int|None, n_train:int, masked:bool=True)->dict:
+    "The γ-free statuses of a network: 'inapplicable' where the (masked) Hessian certifies a negative eigenvalue."
+    out = {k: s + "; t_initial is the original training's length, not a gradient-descent count"
+           if k == "relative_lower" and s.startswith("estimate: ") else s for k, s in status.items()}
+    if cur is None or not cur.negative: return out
+    on = f"the mean training loss on {'all' if n is None or n >= n_train else f'the first {n}'} training images"
+    neg = (f"inapplicable: the {'masked ' if masked else ''}Hessian of {on} has a negative eigenvalue at W_sparse, λ_min ≤ "
+           f"{cur.rayleigh + cur.margin:.3g}: not convex, and no certified μ > 0")
+    return {k: neg if k != "smooth_lower_approx" and s.startswith("estimate") else s for k, s in out.items()}
+
+def _curvature_quantities(cur:Curvature|None, n:int|None, n_train:int)->dict:
+    if cur is None: return dict(lam_min=math.nan, lam_max=math.nan, lam_min_rayleigh=math.nan, mu_certified=math.nan,
+                                curvature_hvps=0, curvature_samples=None, curvature_status="not computed: Δ_s ≤ ε",
+                                masked_minimiser="not needed: Δ_s ≤ ε")
+    return dict(lam_min=cur.lam_min, lam_max=cur.lam_max, lam_min_rayleigh=cur.rayleigh, mu_certified=cur.mu,
+                curvature_hvps=cur.hvps, curvature_samples=min(n or n_train, n_train), curvature_status=cur.status,
+                masked_minimiser="unknown: Δ_s and ‖W_s − W*‖² are taken to W*")
+
 def retraining_bounds(pruned:nn.Module,              # the pruned network, W_sparse (torch.nn.utils.prune masks)
                       baseline:Baseline,             # its original: W* (`.model`), W_initial and t_initial (where known)
                       data:Data,                     # a `Data` (or dict / 6-tuple): losses on `data.pruning_data`; N_train = len(data.x_train)
@@ -360,6 +532,8 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
                       seed:int=0,                    # seeds the power iteration
                       device:str|torch.device="cpu", # where to compute
                       progress:bool=False,           # show a progress bar for β's power iteration
+                      curvature_samples:int|None=None, # λ_min of the masked Hessian on the first n training images (None: beta_samples)
+                      curvature_steps:int=12,        # Lanczos steps for λ_min (one Hessian-vector product each, plus one)
                      )->RetrainingBounds:
     "Theorem 1 (both orientations) and the γ-free bounds for `pruned`, in iterations and epochs, each with its status."
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see get_baseline), got {type(baseline).__name__}")
@@ -371,6 +545,8 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     for k, v in dict(include_bias=include_bias, masked=masked, progress=progress).items(): _check_bool(v, k)
     check_int(batch_size, "batch_size", 1); check_int(beta_iters, "beta_iters", 1); check_int(seed, "seed", 0)
     if beta_samples is not None: check_int(beta_samples, "beta_samples", 1)
+    if curvature_samples is not None: check_int(curvature_samples, "curvature_samples", 1)
+    check_int(curvature_steps, "curvature_steps", 1)
     check_float(beta_tol, "beta_tol", 0, low_open=True)
     device = check_device(device)
     x, y = data.pruning_data
@@ -396,11 +572,14 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     mu_gf = sq_norm({k: g*P[k].to(g.device) for k, g in g_s.items()})/(2*delta_s) if delta_s > eps else math.nan
     beta = (hessian_norm(pruned, x[:beta_samples], y[:beta_samples], beta_iters, beta_tol, seed=seed, masked=masked,
                          progress=progress, **kw) if delta_s > eps else math.nan)
+    n_c = curvature_samples or beta_samples
+    cur = (curvature(*hessian_operator(pruned, data.x_train[:n_c], data.y_train[:n_c], masked=masked, **kw), max_exact=0,
+                     steps=curvature_steps, rtol=1e-4, seed=seed) if delta_s > eps else None)
     gf = gamma_free_bounds(delta_s, eps, cfg.lr, mu_gf, beta, sq_norm(_sub(w_s, w_star)),
-                           L_i - L_star if has_init else None, baseline.t_initial, ipe)
+                           L_i - L_star if has_init else None, baseline.t_initial, ipe, why=_network_why(cfg))
     q = dict(gamma=gamma, mu_method=how, mu1=mu1, mu2=mu2, grad_init_sq=grad_init_sq, grad_sparse_sq=sq_norm(g_s),
-             L_initial=L_i, L_star=L_star, L_sparse=L_s, **gf.quantities)
-    status = {**{k: missing or _theorem1_status(v, mu1, mu2) for k, v in t1.items()}, **gf.status}
+             L_initial=L_i, L_star=L_star, L_sparse=L_s, **gf.quantities, **_curvature_quantities(cur, n_c, len(data.x_train)))
+    status = {**{k: missing or _theorem1_status(v, mu1, mu2) for k, v in t1.items()}, **_network_status(gf.status, cur, n_c, len(data.x_train), masked)}
     if missing and status["relative_lower"].startswith("undefined: needs delta_i"): status["relative_lower"] = missing
     return RetrainingBounds({**t1, **gf.iterations}, ipe, q, status)
 

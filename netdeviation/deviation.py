@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 from .data import check_choice, check_device, check_float, check_images, check_int
 from .graph import (MODULE_RULES, PRUNABLE, Stage, call, combine, eval_mode, gain, is_chain, lanczos_max,
                                 stages, start_vectors, trace)
-from .pruning import METHODS, apply_masks, compute_masks, copy_model, effective
+from .graph import change as op_change
+from .graph import effective
+from .pruning import METHODS, apply_masks, compute_masks, copy_model
 
 # %% auto #0
 __all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'lipschitz', 'slopes', 'operator_norm', 'jacobian_norms',
@@ -498,7 +500,7 @@ def _graph_terms(a:GraphActivations, pruned:nn.Module)->tuple:
         for xb in a.x.split(a.batch_size):
             orig, new = a.graph.run(a.model, xb), a.graph.run(pruned, xb)
             for o in a.ops:
-                change[o.name] += _fro2(call(o, pruned, {o.inputs[0]: orig[o.inputs[0]]}, orig) - orig[o.name])
+                change[o.name] += _fro2(op_change(o, a.model, pruned, orig[o.inputs[0]]))
                 actual[o.name] += _fro2(new[o.name] - orig[o.name])
             lhs += _fro2(new["output"] - orig["output"]); y += _fro2(orig["output"])
     return {k: math.sqrt(v) for k, v in change.items()}, {k: math.sqrt(v) for k, v in actual.items()}, math.sqrt(lhs), math.sqrt(y)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .bounds import BOUNDS, RetrainingBounds, retraining_bounds
+from .bounds import BOUNDS, RetrainingBounds, retraining_bounds, status_kind
 from .data import MNISTData, check_choice, check_float, load_mnist
 from .deviation import AMOUNTS, Activations, Deviation, deviation, deviation_sweep, original_activations
 from .models import MODELS, PAPER_MODELS
@@ -129,12 +129,12 @@ class Exploration:
 
 # %% ../nbs/09_explorer.ipynb #1c55bbda
 def _bounds_panel(ax, ex:Exploration):
-    "Every retraining bound in epochs on a log scale; faded where its status is not 'ok' or 'estimate'."
+    "Every retraining bound in epochs on a log scale; faded where its status is not 'proven' or 'estimate'."
     df = ex.bounds.to_dataframe()
     pos = np.arange(len(df))
     for i, (k, r) in enumerate(df.iterrows()):
         shown = math.isfinite(r.epochs) and r.epochs > 0
-        holds = r.status.split(":")[0] in ("ok", "estimate")
+        holds = status_kind(r.status) in ("proven", "estimate")
         if shown: ax.barh(i, r.epochs, color=KINDS.get(r.kind, "C7"), alpha=1 if holds else .35, hatch=None if holds else "//")
         else: ax.text(0.01, i, f"{fmt(r.epochs)}: {r.status.split(':')[0]}", transform=ax.get_yaxis_transform(),
                       va="center", fontsize=7)

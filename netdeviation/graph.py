@@ -19,7 +19,7 @@ from .data import check_float, check_int
 __all__ = ['PRUNABLE', 'GELU_LIP', 'GELU_TANH_LIP', 'SILU_LIP', 'WEIGHTED', 'AFFINE', 'MAXPOOL', 'LINEAR', 'SHAPE', 'ADD', 'CAT',
            'META', 'MODULE_RULES', 'FUNCTION_RULES', 'METHOD_RULES', 'UnsupportedOperation', 'max_slope', 'Rule',
            'register', 'Graph', 'call', 'Op', 'trace', 'lanczos_max', 'start_vectors', 'linear_norm', 'window_count',
-           'gain', 'combine', 'eval_mode', 'Stage', 'stages', 'is_chain', 'prunable_layers']
+           'gain', 'combine', 'effective', 'change', 'eval_mode', 'Stage', 'stages', 'is_chain', 'prunable_layers']
 
 # %% ../nbs/01a_graph.ipynb #6e7c10fb
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # the layers whose weights are pruned
@@ -391,6 +391,41 @@ def combine(op:Op,      # an `add` or a concatenation
     if op.kind == "add": return float(sum(bounds))
     if op.kind == "cat": return float(math.sqrt(sum(b*b for b in bounds)))
     raise ValueError(f"op: '{op.name}' ({op.kind}) is not an add or a concatenation")
+
+# %% ../nbs/01a_graph.ipynb #e662e7d2
+def effective(layer:nn.Module, # a module, pruned (torch prune masks) or not
+              p:str="weight",   # 'weight' or 'bias'
+             )->torch.Tensor:
+    "The masked value of parameter `p` (`p_orig * p_mask` when pruned), current even before the next forward pass."
+    if not isinstance(layer, nn.Module): raise TypeError(f"layer: expected an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
+    if p not in ("weight", "bias"): raise ValueError(f"p: expected one of ['weight', 'bias'], got {p!r}")
+    orig = getattr(layer, p + "_orig", None)
+    t = getattr(layer, p, None) if orig is None else orig * getattr(layer, p + "_mask")
+    if t is None: raise ValueError(f"p: {type(layer).__name__} has no {p}")
+    return t.detach()
+
+def _maybe(m:nn.Module, p:str)->torch.Tensor|None:
+    return effective(m, p) if getattr(m, p, None) is not None or hasattr(m, p + "_orig") else None
+
+def _batch_norm64(m:nn.Module, a:torch.Tensor)->torch.Tensor:
+    "A BatchNorm in eval mode, in float64."
+    d = lambda t: None if t is None else t.double()
+    return F.batch_norm(a.double(), d(m.running_mean), d(m.running_var), d(_maybe(m, "weight")), d(_maybe(m, "bias")),
+                        False, 0.0, m.eps)
+
+def change(op:Op,             # a weighted or BatchNorm operation of `trace(model)`
+           model:nn.Module,   # the original network
+           pruned:nn.Module,  # a pruned copy
+           a:torch.Tensor,    # the original network's activation at the op's input
+          )->torch.Tensor:    # $\widehat{\mathrm{op}}(a) - \mathrm{op}(a)$
+    "The op's own change on the original activation: $\\delta W a + \\delta B$ (weighted), or a float64 difference (BatchNorm)."
+    m0, m1 = _modules(model)[op.target], _modules(pruned)[op.target]
+    if op.kind == "weighted":
+        dw = effective(m1) - effective(m0)
+        db = None if _maybe(m0, "bias") is None else _maybe(m1, "bias") - _maybe(m0, "bias")
+        return F.linear(a, dw, db) if isinstance(m0, nn.Linear) else m0._conv_forward(a, dw, db)
+    if op.kind == "affine": return _batch_norm64(m1, a) - _batch_norm64(m0, a)
+    raise ValueError(f"op: '{op.name}' ({op.kind}) has no parameters to change")
 
 # %% ../nbs/01a_graph.ipynb #582178a0
 from contextlib import contextmanager

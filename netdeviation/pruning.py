@@ -17,12 +17,12 @@ from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from .data import check_choice, check_device, check_images, check_int
-from .graph import Stage, is_chain, stages, prunable_layers
+from .graph import Stage, effective, is_chain, stages, prunable_layers
 from .channels import LAYERS, NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
 
 # %% auto #0
 __all__ = ['METHODS', 'CONNECTION_METHODS', 'NODE_METHODS', 'SCOPES', 'CLUSTERED_OPTIONS', 'n_pruned', 'magnitude_mask',
-           'random_mask', 'effective', 'node_weight_norm', 'node_masks', 'keep_highest', 'stage_outputs', 'node_gram',
+           'random_mask', 'node_weight_norm', 'node_masks', 'keep_highest', 'stage_outputs', 'node_gram',
            'first_equal_row', 'gram_embedding', 'node_points', 'cluster_nodes', 'keep_one_per_cluster', 'keep_scores',
            'merge_nodes', 'connection_masks', 'node_plan', 'group_weight_norm', 'group_masks', 'group_outputs',
            'group_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks', 'prune', 'sparsity_report']
@@ -102,17 +102,6 @@ def random_mask(w:torch.Tensor,             # weights (any shape)
     return mask
 
 # %% ../nbs/03_pruning.ipynb #9845672f
-def effective(layer:nn.Module, # a Linear or Conv2d, pruned or not
-              p:str="weight",   # 'weight' or 'bias'
-             )->torch.Tensor:
-    "The masked value of parameter `p` (`p_orig * p_mask` when pruned), current even before the next forward pass."
-    if not isinstance(layer, nn.Module): raise TypeError(f"layer: expected an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
-    check_choice(p, "p", ("weight", "bias"))
-    orig = getattr(layer, p + "_orig", None)
-    t = getattr(layer, p) if orig is None else orig * getattr(layer, p + "_mask")
-    if t is None: raise ValueError(f"p: {type(layer).__name__} has no {p}")
-    return t.detach()
-
 def _out_view(w:torch.Tensor, n:int)->torch.Tensor:
     "Next-layer weight (or mask) viewed as (outputs, n, r): the r inputs fed by each of the n nodes."
     return w.view(w.shape[0], n, -1)
@@ -768,7 +757,7 @@ def apply_masks(model:nn.Module, # pruned in place
 def prune(model:nn.Module,      # trained network (a chain or any traceable network); left untouched
           method:str,           # one of `METHODS`
           amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer / channel group (node), in [0, 1)
-          data:torch.Tensor|None=None, # pruning images for 'clustered', e.g. `x_val`
+          data:torch.Tensor|None=None, # pruning images, e.g. `x_val`: for 'clustered', and for node methods on a non-chain model without `input_shape` (or pass `groups`)
           scope:str="layer",    # 'layer' (the paper) or 'global' (connection methods only)
           seed:int=0,           # seeds random masks, random keep rule and k-means
           layers=None,          # names of the layers to prune; default: all (connection) / hidden (node; for a non-chain: the groups' names)

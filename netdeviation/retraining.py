@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -19,8 +20,9 @@ from .pruning import CONNECTION_METHODS, METHODS, prune
 from .training import Baseline, TrainConfig, evaluate, fit, get_config
 
 # %% auto #0
-__all__ = ['RETRAIN_CONFIGS', 'TABLE_AMOUNTS', 'PAPER_TABLES', 'TABLE_COLUMNS', 'retrain_config', 'RetrainResult', 'retrain',
-           'retraining_table', 'as_paper_table']
+__all__ = ['RETRAIN_CONFIGS', 'SCHEDULES', 'STOPS', 'TABLE_AMOUNTS', 'PAPER_TABLES', 'TABLE_COLUMNS', 'retrain_config',
+           'check_steps', 'RecoveryTime', 'RetrainResult', 'retrain', 'recovery_curve', 'retraining_table',
+           'as_paper_table']
 
 # %% ../nbs/06_retraining.ipynb #897de94e
 RETRAIN_CONFIGS = ("paper", "han")
@@ -34,23 +36,95 @@ def retrain_config(config:str|TrainConfig="paper",           # 'paper', 'han' or
     t = get_config(train_config)
     return replace(t, schedule="constant", lr=t.lr/10 if config == "han" else t.lr)
 
+# %% ../nbs/06_retraining.ipynb #917e824d
+SCHEDULES, STOPS = ("fixed", "geometric"), ("target", "cap")  # `retrain`: when to check, when to stop
+
+def check_steps(max_steps:int,  # the cap, in optimiser steps: always the last check
+                rel:float=0.1,  # relative resolution: each check at most (1 + rel) × the one before
+                first:int=1,    # the first check (the start, step 0, is checked apart from these)
+               )->tuple[int, ...]: # strictly increasing; empty when `max_steps` is 0
+    "Steps to check at: consecutive from `first` until `rel`·step ≥ 1, then at most (1 + `rel`) × the previous, ending at `max_steps`."
+    check_int(max_steps, "max_steps", 0); check_float(rel, "rel", 0, low_open=True); check_int(first, "first", 1)
+    out, s = [], min(first, max_steps)
+    while 0 < s < max_steps:
+        out.append(s)
+        nxt = math.floor(s*(1 + rel))
+        while nxt > s and nxt/s > 1 + rel: nxt -= 1  # guard against a product rounded up past an integer
+        s = max(s + 1, nxt)
+    return (*out, max_steps) if max_steps else ()
+
+def _schedule(max_steps:int, schedule:str, check_every:int, rel:float)->tuple[int, ...]:
+    "The steps `retrain` checks at (the start apart): every `check_every` and the cap, or `check_steps`."
+    if schedule == "geometric": return check_steps(max_steps, rel)
+    return tuple(sorted({*range(check_every, max_steps + 1, check_every), *((max_steps,) if max_steps else ())}))
+
 # %% ../nbs/06_retraining.ipynb #0cc7bc2c
+class RecoveryTime(NamedTuple):
+    "When a recorded curve first meets a rule: at check `iterations`, and not at the check before it (`lower_iterations`)."
+    iterations:int|None     # first check meeting the rule (0: the start meets it, no retraining needed); None: no check did
+    epochs:float|None       # ... in epochs; None when no check did
+    lower_iterations:int    # the check before it: the true hitting step lies in (lower, iterations]; the last check when none did
+    lower_epochs:float      # ... in epochs
+
+    @property
+    def recovered(self)->bool:
+        "Some recorded check meets the rule."
+        return self.iterations is not None
+
+    @property
+    def status(self)->str:
+        "'needs no retraining', 'recovered within (a, b] epochs' or 'not recovered by the last check'."
+        if self.iterations == 0: return "needs no retraining: the start meets the rule (0 iterations)"
+        if self.recovered: return (f"recovered within ({self.lower_epochs:.3f}, {self.epochs:.3f}] epochs "
+                                   f"({self.lower_iterations} < iterations <= {self.iterations})")
+        return f"not recovered by the last check ({self.lower_iterations} iterations, {self.lower_epochs:.3f} epochs)"
+
+def _first_meeting(curve:pd.DataFrame, loss:float|None, acc:float|None, combine:str="or")->RecoveryTime:
+    "The first row of `curve` with loss <= `loss` or/and acc >= `acc` (a None target is not used), and the row before it."
+    tests = [*([curve["loss"] <= loss] if loss is not None else []), *([curve["acc"] >= acc] if acc is not None else [])]
+    ok = (tests[0] | tests[-1]) if combine == "or" else (tests[0] & tests[-1])
+    hits = ok.to_numpy().nonzero()[0]
+    if not len(hits): return RecoveryTime(None, None, int(curve["step"].iloc[-1]), float(curve["epochs"].iloc[-1]))
+    i = int(hits[0]); j = max(i - 1, 0)
+    return RecoveryTime(int(curve["step"].iloc[i]), float(curve["epochs"].iloc[i]), int(curve["step"].iloc[j]), float(curve["epochs"].iloc[j]))
+
 @dataclass
 class RetrainResult:
-    "How long a pruned network took to recover (if it did), and the retrained network."
-    recovered:bool          # the stop rule fired within `max_epochs`
-    iterations:int|None     # optimiser steps until recovery; None when not recovered
+    "How long a pruned network took to recover (if it did), its recovery curve, and the retrained network."
+    recovered:bool          # the stop rule held at some check within `max_epochs`
+    iterations:int|None     # optimiser steps until the first check meeting the stop rule; None when not recovered
     epochs:float|None       # iterations × batch / N_train; None when not recovered
-    steps:int               # optimiser steps taken (the cap when not recovered)
+    steps:int               # optimiser steps taken (the cap when not recovered, or with stop='cap')
     max_epochs:float        # the cap
-    resolution:float        # epochs between checks: recovery happened within this much before `epochs`
+    resolution:float        # recovery happened within this many epochs before `epochs` (fixed: the check interval; geometric: the gap before `epochs`)
     reference:dict          # the original's validation {'loss', 'acc'}
     target:dict             # {'loss': L* + ε, 'acc': acc* − δ} (None for an unused criterion)
     start:dict              # the pruned network's validation {'loss', 'acc'} before retraining
     final:dict              # ... at the last check
-    checks:pd.DataFrame     # step, epochs, loss, acc at every check
+    checks:pd.DataFrame     # the recovery curve: step, epochs, loss, acc at every check, the start (step 0) first
     config:TrainConfig      # the retraining optimiser
     model:nn.Module         # the retrained network (masks kept)
+    schedule:str="fixed"    # 'fixed' (every `check_every` steps) or 'geometric' (`check_steps`)
+    stop:str="target"       # 'target' (stopped at the first check meeting the rule) or 'cap' (trained to the cap)
+    rel:float|None=None     # the geometric schedule's relative resolution (None: fixed)
+
+    @property
+    def curve(self)->pd.DataFrame:
+        "The recovery curve (the same frame as `checks`): step, epochs, val loss and acc at every check, from step 0."
+        return self.checks
+
+    def epochs_to(self,
+                  eps:float|None=None,   # loss within ε of the original's: val loss <= L* + ε
+                  delta:float|None=None, # accuracy within δ: val acc >= acc* − δ
+                  combine:str="or",      # with both: 'or' (either, as the stop rule) or 'and' (both)
+                 )->RecoveryTime:        # the first check meeting it, and the check before it
+        "When the recorded curve first meets a tolerance (both None: this run's own stop rule), read off the curve."
+        check_choice(combine, "combine", ("or", "and"))
+        if eps is None and delta is None: loss, acc = self.target["loss"], self.target["acc"]
+        else:
+            loss = None if eps is None else self.reference["loss"] + check_float(eps, "eps", 0)
+            acc = None if delta is None else self.reference["acc"] - check_float(delta, "delta", 0, 1)
+        return _first_meeting(self.curve, loss, acc, combine)
 
     @property
     def status(self)->str:
@@ -60,9 +134,11 @@ class RetrainResult:
 
     def __repr__(self):
         rule = " or ".join(f"{k} {op} {self.target[k]:.4f}" for k, op in (("loss", "<="), ("acc", ">=")) if self.target[k] is not None)
+        when = (f"checked every {self.resolution:.4f} epochs" if self.schedule == "fixed" else
+                f"{len(self.checks) - 1} checks spaced geometrically, at most {self.rel:.0%} apart")
         return (f"RetrainResult({self.status}; val loss {self.start['loss']:.4f} -> {self.final['loss']:.4f}, "
-                f"val acc {self.start['acc']:.4f} -> {self.final['acc']:.4f}; stop rule: {rule}, "
-                f"checked every {self.resolution:.4f} epochs)")
+                f"val acc {self.start['acc']:.4f} -> {self.final['acc']:.4f}; stop rule: {rule}, {when}"
+                + (f"; trained to the cap, {self.steps} iterations" if self.stop == "cap" else "") + ")")
 
 # %% ../nbs/06_retraining.ipynb #1f379e07
 def _reference(original)->tuple[nn.Module, TrainConfig]:
@@ -70,7 +146,7 @@ def _reference(original)->tuple[nn.Module, TrainConfig]:
     if isinstance(original, nn.Module): return original, get_config("paper")
     raise TypeError(f"original: expected a Baseline or the original nn.Module, got {type(original).__name__}")
 
-def _check_stop(eps, delta, max_epochs, check_every, progress):
+def _check_stop(eps, delta, max_epochs, check_every, progress, schedule="fixed", stop="target", rel=0.1):
     "Check the stop rule and loop arguments `retrain` and `retraining_table` share."
     if eps is None and delta is None: raise ValueError("eps, delta: give at least one stop criterion")
     if eps is not None: check_float(eps, "eps", 0, low_open=True)
@@ -78,6 +154,9 @@ def _check_stop(eps, delta, max_epochs, check_every, progress):
     check_float(max_epochs, "max_epochs", 0, low_open=True)
     check_int(check_every, "check_every", 1)
     check_choice(progress, "progress", (True, False))
+    check_choice(schedule, "schedule", SCHEDULES)
+    check_choice(stop, "stop", STOPS)
+    check_float(rel, "rel", 0, low_open=True)
 
 def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prune masks); trained in place
             data:Data,                     # a `Data` (or dict / 6-tuple): trains on `x_train`, checks on `data.pruning_data`
@@ -86,17 +165,20 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
             eps:float|None=0.01,           # ε: recovered when val loss <= original's + ε (None: not used)
             delta:float|None=None,         # δ: recovered when val accuracy >= original's − δ (None: not used)
             max_epochs:float=4.0,          # cap; beyond it the run is 'not recovered'
-            check_every:int=20,            # optimiser steps between checks
+            check_every:int=20,            # optimiser steps between checks (schedule 'fixed')
             seed:int=0,                    # seeds the batch order
             device:str|torch.device="cpu", # where to retrain
             progress:bool=True,            # show a progress bar
+            schedule:str="fixed",          # 'fixed': every `check_every` steps; 'geometric': at `check_steps(cap, rel)`
+            stop:str="target",             # 'target': stop at the first check meeting the rule; 'cap': train to the cap, recording the whole curve
+            rel:float=0.1,                 # the geometric schedule's relative resolution
            )->RetrainResult:
-    "Fine-tune `pruned_model` with its masks fixed and a fresh optimiser until it recovers or hits `max_epochs`."
+    "Fine-tune `pruned_model` with its masks fixed and a fresh optimiser until it recovers (or to the cap), checking on a schedule."
     ref_model, train_cfg = _reference(original)
     check_pruned(pruned_model, "pruned_model", ref_model, "original")
     data = as_data(data)
     cfg = retrain_config(config, train_cfg)
-    _check_stop(eps, delta, max_epochs, check_every, progress)
+    _check_stop(eps, delta, max_epochs, check_every, progress, schedule, stop, rel)
     check_int(seed, "seed", 0)
     device = check_device(device)
     x, y = data.pruning_data
@@ -104,24 +186,45 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
     reference = evaluate(ref_model, x, y, device=next(ref_model.parameters()).device)
     target = {"loss": None if eps is None else reference["loss"] + eps, "acc": None if delta is None else reference["acc"] - delta}
     max_steps = math.floor(max_epochs*n_train/cfg.batch_size)
-    checks = []
-    def check(step:int, model:nn.Module)->bool:
+    when, checks, hit = set(_schedule(max_steps, schedule, check_every, rel)), [], None
+    def check(step:int, model:nn.Module):
+        nonlocal hit
         r = evaluate(model, x, y, device=device)
         checks.append({"step": step, "epochs": step*cfg.batch_size/n_train, **r})
-        return ((target["loss"] is not None and r["loss"] <= target["loss"]) or
-                (target["acc"] is not None and r["acc"] >= target["acc"]))
-    done = check(0, pruned_model.to(device))
+        if hit is None and ((target["loss"] is not None and r["loss"] <= target["loss"]) or
+                            (target["acc"] is not None and r["acc"] >= target["acc"])): hit = len(checks) - 1
+    check(0, pruned_model.to(device))
     def on_step(step, model):
-        nonlocal done
-        if step % check_every == 0 or step == max_steps: done = check(step, model)
-        return done or step >= max_steps
-    if not done and max_steps > 0:
+        if step in when: check(step, model)
+        return step >= max_steps or (stop == "target" and hit is not None)
+    if max_steps > 0 and (hit is None or stop == "cap"):
         fit(pruned_model, data, cfg, seed=seed, device=device, epochs=math.ceil(max_epochs), on_step=on_step,
             eval_test=False, progress=progress)
-    steps = checks[-1]["step"]
-    return RetrainResult(done, steps if done else None, checks[-1]["epochs"] if done else None, steps, max_epochs,
-                         check_every*cfg.batch_size/n_train, reference, target, dict(checks[0]), dict(checks[-1]),
-                         pd.DataFrame(checks), cfg, pruned_model)
+    done, curve = hit is not None, pd.DataFrame(checks)
+    at = checks[hit] if done else None
+    if schedule == "fixed": resolution = check_every*cfg.batch_size/n_train
+    else:  # geometric: the gap before the reported check (before the last one when not recovered)
+        k = hit if done else len(checks) - 1
+        resolution = checks[k]["epochs"] - checks[max(k - 1, 0)]["epochs"]
+    return RetrainResult(done, at["step"] if done else None, at["epochs"] if done else None, checks[-1]["step"], max_epochs,
+                         resolution, reference, target, dict(checks[0]), dict(checks[-1]), curve, cfg, pruned_model,
+                         schedule, stop, rel if schedule == "geometric" else None)
+
+def recovery_curve(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prune masks); trained in place
+                   data:Data,                     # a `Data` (or dict / 6-tuple)
+                   original:Baseline|nn.Module,   # the unpruned original
+                   config:str|TrainConfig="paper", # the retraining config (see `retrain_config`)
+                   max_epochs:float=4.0,          # the cap: the curve runs to it
+                   rel:float=0.1,                 # relative resolution of the checks
+                   eps:float|None=0.01,           # the stop rule `recovered`/`epochs` report (any other is read with `epochs_to`)
+                   delta:float|None=None,         # ... its accuracy criterion
+                   seed:int=0,                    # seeds the batch order
+                   device:str|torch.device="cpu", # where to retrain
+                   progress:bool=True,            # show a progress bar
+                  )->RetrainResult:
+    "`retrain` to the cap with geometrically spaced checks: one run from which `epochs_to` reads every tolerance."
+    return retrain(pruned_model, data, original, config, eps, delta, max_epochs, seed=seed, device=device,
+                   progress=progress, schedule="geometric", stop="cap", rel=rel)
 
 # %% ../nbs/06_retraining.ipynb #adc8f00a
 TABLE_AMOUNTS = {"random": (0.1, 0.6, 0.9), "random_node": (0.1, 0.5, 0.9)}  # Table 3.1 (connection), Table 3.2 (node)
@@ -165,12 +268,15 @@ def retraining_table(baseline:Baseline,            # the trained original (W*, W
                      seeds=(0,),                   # pruning and batch-order seeds (the paper averages runs)
                      device:str|torch.device="cpu", # where to prune, bound and retrain
                      progress:bool=True,           # show a progress bar over the runs
+                     schedule:str="fixed",         # checks: 'fixed' (every `check_every` steps) or 'geometric' (see `retrain`)
+                     stop:str="target",            # 'target' (stop at recovery) or 'cap' (train every run to the cap)
+                     rel:float=0.1,                # the geometric schedule's relative resolution
                     )->pd.DataFrame:               # one row per (method, amount, seed); bounds and measured in epochs
     "Every bound and its status beside the measured epochs to recover, for each pruning method, amount and seed."
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see get_baseline), got {type(baseline).__name__}")
     data = as_data(data)
     cfg, (x, _) = retrain_config(config, baseline.config), data.pruning_data
-    _check_stop(eps, delta, max_epochs, check_every, progress)
+    _check_stop(eps, delta, max_epochs, check_every, progress, schedule, stop, rel)
     check_float(eps, "eps", 0, low_open=True)  # the bounds need it too
     device = check_device(device)
     name = model_name(baseline.model)
@@ -181,14 +287,16 @@ def retraining_table(baseline:Baseline,            # the trained original (W*, W
         kind = "connection" if method in CONNECTION_METHODS else "node"
         pruned = prune(baseline.model, method, amount, data=x, seed=seed, device=device)
         b = retraining_bounds(pruned, baseline, data, eps=eps, method=method, config=cfg, seed=seed, device=device)
-        r = retrain(pruned, data, baseline, cfg, eps, delta, max_epochs, check_every, seed, device, progress=False)
+        r = retrain(pruned, data, baseline, cfg, eps, delta, max_epochs, check_every, seed, device, progress=False,
+                    schedule=schedule, stop=stop, rel=rel)
         g = gammas.get((kind, amount), math.nan)
         g_status = "undefined: the paper fits no γ for this row" if math.isnan(g) else b.status["theorem1_paper"]
         rows.append({"model": name, "kind": kind, "method": method, "amount": amount, "seed": seed, **b.epochs,
                      "theorem1_paper_gamma": g*b.epochs["theorem1_paper"], "paper_gamma": g,
                      "measured": r.epochs if r.recovered else math.nan, "recovered": r.recovered,
                      "max_epochs": max_epochs, "start_val_loss": r.start["loss"], "target_val_loss": r.target["loss"],
-                     **{f"{k}_status": v for k, v in b.status.items()}, "theorem1_paper_gamma_status": g_status})
+                     **{f"{k}_status": v for k, v in b.status.items()}, "theorem1_paper_gamma_status": g_status,
+                     "measured_lower": r.epochs_to().lower_epochs if r.recovered else math.nan, "n_checks": len(r.checks)})
     return pd.DataFrame(rows)
 
 # %% ../nbs/06_retraining.ipynb #69a493c0
@@ -206,7 +314,7 @@ def _bound_cell(g:pd.DataFrame, col:str)->str:
     "One bound of one row: its mean over the runs where it applies, else why it does not (a table without statuses: NaN is undefined)."
     plain = pd.Series("ok", index=g.index).where(g[col].notna(), "undefined")  # a row stored without its status
     st = g[f"{col}_status"].fillna(plain) if f"{col}_status" in g else plain
-    good = st.str.startswith(("ok", "estimate")) & g[col].notna()
+    good = ~st.str.startswith(("inapplicable", "undefined")) & g[col].notna()  # applies: proven (or ok) or an estimate
     if good.all(): return f"{g[col].mean():.3g}"
     if good.any(): return f"{g[col][good].mean():.3g} (applies in {int(good.sum())}/{len(g)} runs)"
     why = st[~good].iloc[0]

@@ -210,7 +210,8 @@ def builds(draw, dim=None):
     def bn(ch): return BN(ch, affine=draw(st.integers(0, 4)) > 0)
 
     def block(ch, size, first=False):
-        kinds = ["conv"] if first else ["conv", "residual", "maxpool", "cat", "bn", "act", "conv", "avgpool", "residual", "catin", "dropout"]
+        kinds = ["conv"] if first else ["conv", "residual", "maxpool", "cat", "bn", "act", "conv", "avgpool",
+                                         "residual", "catin", "dropout"]
         if size < 2: kinds = ["conv1", "bn", "act", "dropout"]
         kind = draw(st.sampled_from(kinds))
         if kind in ("conv", "conv1"):
@@ -279,7 +280,8 @@ def init_(model:nn.Module, g:torch.Generator):
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             fan_in = m.weight[0].numel()
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g)*(0.5 + torch.rand(1, generator=g))/math.sqrt(fan_in))
+            scale = (0.5 + torch.rand(1, generator=g))/math.sqrt(fan_in)
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g)*scale)
             if m.bias is not None: m.bias.copy_(0.3*torch.randn(m.bias.shape, generator=g))
         elif isinstance(m, BNS):
             m.running_mean.copy_(0.3*torch.randn(m.num_features, generator=g))
@@ -399,7 +401,8 @@ def _two_branches(cls, combine):
         model = cls(Chain(nn.Linear(5, 3)), Chain(nn.Linear(5, 3))); init_(model, g)
         names = ["shortcut", "branch"] if cls is Add else ["left", "right"]
         x = torch.randn(7, 5, generator=g)
-        model, pruned = _pruned_copy(model, {f"{k}.layers.0": _mask(getattr(model, k).layers[0].weight, g) for k in names})
+        masks = {f"{k}.layers.0": _mask(getattr(model, k).layers[0].weight, g) for k in names}
+        model, pruned = _pruned_copy(model, masks)
         d = [_fro_t(_dz(getattr(model, k).layers[0], getattr(pruned, k).layers[0], x)) for k in names]
         return model, pruned, x, combine(*d)
     return make
@@ -425,14 +428,28 @@ def _linear_bn():
 
 def _unpruned():
     g = torch.Generator().manual_seed(5)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(27, 2)); init_(model, g)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(27, 2))
+    init_(model, g)
     x = torch.randn(4, 2, 5, 5, generator=g)
     model, pruned = _pruned_copy(model, {"0": torch.ones(3, 2, 3, 3), "1": torch.ones(3), "4": torch.ones(2, 27)})
     return model, pruned, x, 0.0
 
-CLOSED = {"linear": _linear, "linear_relu_linear": _linear_relu_linear,
+def _light(wrap):
+    "One weight 1e-3 of a Linear with O(1) outputs pruned: ||dW X||_F is 1e-3 of them (float32 cancellation test)."
+    def make():
+        lin = nn.Linear(4, 2, bias=False)
+        with torch.no_grad(): lin.weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 1e-3], [1.0, 1.0, 1.0, 1.0]]))
+        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(6)).abs() + 1
+        model, pruned = _pruned_copy(wrap(lin), {"0" if wrap is nn.Sequential else "layers.0": torch.tensor(
+            [[1.0, 1, 1, 0], [1.0, 1, 1, 1]])})
+        return model, pruned, x, abs(lin.weight[0, 3].item())*_fro_t(x[:, 3])
+    return make
+
+CLOSED = {"light_sequential": _light(nn.Sequential), "light_fx": _light(Chain),
+          "linear": _linear, "linear_relu_linear": _linear_relu_linear,
           "residual_add": _two_branches(Add, lambda a, b: a + b), "cat": _two_branches(Cat, math.hypot),
-          "maxpool_2x2": _after_conv(nn.MaxPool2d(2), 1.0), "maxpool_3x3_s2": _after_conv(nn.MaxPool2d(3, 2, 1), 2.0, 7),
+          "maxpool_2x2": _after_conv(nn.MaxPool2d(2), 1.0),
+          "maxpool_3x3_s2": _after_conv(nn.MaxPool2d(3, 2, 1), 2.0, 7),       # positions in up to 2x2 windows
           "avgpool_2": _after_conv(nn.AvgPool2d(2), 0.5), "leaky_relu": _after_conv(nn.LeakyReLU(-2.0), 2.0),
           "sigmoid": _after_conv(nn.Sigmoid(), 0.25), "linear_bn": _linear_bn, "unpruned": _unpruned}
 

@@ -10,7 +10,8 @@ from torch.nn.utils import prune as torch_prune
 
 from netdeviation.channels import channel_groups
 from netdeviation.models import get_model
-from netdeviation.pruning import (CONNECTION_METHODS, METHODS, NODE_METHODS, compute_masks, effective, group_masks,
+from netdeviation.graph import effective
+from netdeviation.pruning import (CONNECTION_METHODS, METHODS, NODE_METHODS, compute_masks, group_masks,
                                   group_plan, prune, sparsity_report)
 
 # --- the networks ---------------------------------------------------------------------------------------------------

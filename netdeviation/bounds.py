@@ -281,11 +281,15 @@ def curvature(hvp,                    # v ↦ H v on 1-d float64 tensors of leng
     scale = theta.abs().max().item()
     return Curvature(theta[0].item(), theta[-1].item(), rtol*scale, False, k + 1, dim, rho)
 
-def certified_mu(hvp, dim:int, **kwargs)->float:
+def certified_mu(hvp,       # `hvp(v)`: the Hessian (a symmetric map) applied to a vector
+                 dim:int,   # the dimension of its domain
+                 **kwargs)->float:
     "A certified lower bound on H's smallest eigenvalue (NaN where `curvature` certifies none); `kwargs` go to `curvature`."
     return curvature(hvp, dim, **kwargs).mu
 
-def certified_beta(hvp, dim:int, **kwargs)->float:
+def certified_beta(hvp,       # `hvp(v)`: the Hessian (a symmetric map) applied to a vector
+                   dim:int,   # the dimension of its domain
+                   **kwargs)->float:
     "A certified upper bound on H's spectral norm (NaN where `curvature` certifies none); `kwargs` go to `curvature`."
     return curvature(hvp, dim, **kwargs).beta
 

@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NETDEVIATION_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: install reproduce test test-slow test-nbs test-py test-matrix bench export docs readme
+.PHONY: corpus install reproduce test test-slow test-nbs test-py test-matrix bench export docs readme
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -34,6 +34,12 @@ test-py: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing
 	$(BIN)/pytest -q --runslow tests
+
+# The recoverability corpus (600 retraining runs, about an hour on two cores): resumable; then the committed tables,
+# the package's copy the shipped advisor is fitted on, and the benchmark page's stored outputs.
+CORPUS_RUNS ?= $(CURDIR)/_runs
+corpus: $(STAMP)
+	$(BIN)/python -c "from netdeviation.advisor import build_corpus; build_corpus('$(CORPUS_RUNS)', 'nbs/results/corpus', package=True)"
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -538,6 +538,7 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
                       progress:bool=False,           # show a progress bar for β's power iteration
                       curvature_samples:int|None=None, # λ_min of the masked Hessian on the first n training images (None: beta_samples)
                       curvature_steps:int=12,        # Lanczos steps for λ_min (one Hessian-vector product each, plus one)
+                      gamma_free:bool=True,          # False: skip β and λ_min (the costly part); Theorem 1 alone, the γ-free bounds 'undefined'
                      )->RetrainingBounds:
     "Theorem 1 (both orientations) and the γ-free bounds for `pruned`, in iterations and epochs, each with its status."
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see get_baseline), got {type(baseline).__name__}")
@@ -546,7 +547,7 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     how = _mu_method(method, mu)
     _positive(eps=eps, gamma=gamma)
     cfg = get_config(config) if config is not None else baseline.config
-    for k, v in dict(include_bias=include_bias, masked=masked, progress=progress).items(): _check_bool(v, k)
+    for k, v in dict(include_bias=include_bias, masked=masked, progress=progress, gamma_free=gamma_free).items(): _check_bool(v, k)
     check_int(batch_size, "batch_size", 1); check_int(beta_iters, "beta_iters", 1); check_int(seed, "seed", 0)
     if beta_samples is not None: check_int(beta_samples, "beta_samples", 1)
     if curvature_samples is not None: check_int(curvature_samples, "curvature_samples", 1)
@@ -574,16 +575,22 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     delta_s = L_s - L_star
     P = _masks(pruned, include_bias) if masked else {k: torch.ones_like(t) for k, t in g_s.items()}
     mu_gf = sq_norm({k: g*P[k].to(g.device) for k, g in g_s.items()})/(2*delta_s) if delta_s > eps else math.nan
+    needed = delta_s > eps and gamma_free  # β and λ_min: only for the γ-free bounds, only when there is a gap to recover
     beta = (hessian_norm(pruned, x[:beta_samples], y[:beta_samples], beta_iters, beta_tol, seed=seed, masked=masked,
-                         progress=progress, **kw) if delta_s > eps else math.nan)
+                         progress=progress, **kw) if needed else math.nan)
     n_c = curvature_samples or beta_samples
     cur = (curvature(*hessian_operator(pruned, data.x_train[:n_c], data.y_train[:n_c], masked=masked, **kw), max_exact=0,
-                     steps=curvature_steps, rtol=1e-4, seed=seed) if delta_s > eps else None)
-    gf = gamma_free_bounds(delta_s, eps, cfg.lr, mu_gf, beta, sq_norm(_sub(w_s, w_star)),
-                           L_i - L_star if has_init else None, baseline.t_initial, ipe, why=_network_why(cfg))
+                     steps=curvature_steps, rtol=1e-4, seed=seed) if needed else None)
+    if delta_s > eps and not gamma_free:  # not computed: NaN with a status that says so, never a silent NaN
+        skipped = "undefined: not computed (gamma_free=False skips β and λ_min)"
+        gf = RetrainingBounds({k: math.nan for k in BOUNDS if not k.startswith("theorem1")}, ipe,
+                              dict(eps=eps, eta=cfg.lr, mu=mu_gf, beta=beta, delta_s=delta_s), {k: skipped for k in BOUNDS if not k.startswith("theorem1")})
+    else: gf = gamma_free_bounds(delta_s, eps, cfg.lr, mu_gf, beta, sq_norm(_sub(w_s, w_star)),
+                                 L_i - L_star if has_init else None, baseline.t_initial, ipe, why=_network_why(cfg))
     q = dict(gamma=gamma, mu_method=how, mu1=mu1, mu2=mu2, grad_init_sq=grad_init_sq, grad_sparse_sq=sq_norm(g_s),
              L_initial=L_i, L_star=L_star, L_sparse=L_s, **gf.quantities, **_curvature_quantities(cur, n_c, len(data.x_train)))
     status = {**{k: missing or _theorem1_status(v, mu1, mu2) for k, v in t1.items()}, **_network_status(gf.status, cur, n_c, len(data.x_train), masked)}
+    if not gamma_free and delta_s > eps: q |= dict(curvature_status=skipped, masked_minimiser=skipped)
     if missing and status["relative_lower"].startswith("undefined: needs delta_i"): status["relative_lower"] = missing
     return RetrainingBounds({**t1, **gf.iterations}, ipe, q, status)
 

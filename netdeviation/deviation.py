@@ -26,10 +26,10 @@ from .graph import effective
 from .pruning import METHODS, apply_masks, compute_masks, copy_model
 
 # %% auto #0
-__all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'lipschitz', 'slopes', 'operator_norm', 'jacobian_norms',
-           'Activations', 'original_activations', 'pruned_weights', 'Deviation', 'GraphActivations',
-           'graph_activations', 'propagate', 'recalibrate_batchnorm', 'deviation', 'net_deviation', 'deviation_sweep',
-           'plot_sweep']
+__all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'D_GRID', 'SWEEP_GROUP', 'lipschitz', 'slopes', 'operator_norm',
+           'jacobian_norms', 'Activations', 'original_activations', 'pruned_weights', 'Deviation', 'GraphActivations',
+           'graph_activations', 'propagate', 'recalibrate_batchnorm', 'deviation', 'net_deviation', 'grid_scales',
+           'grid_net_deviation', 'deviation_sweep', 'plot_sweep']
 
 # %% ../nbs/04_deviation.ipynb #e102331d
 _CHAIN_KINDS = ("pointwise", "shape", "maxpool")   # what a chain's $f$ may hold (Dropout aside: a graph op)
@@ -634,23 +634,66 @@ def plot(self:Deviation, ax=None, # matplotlib axes; default a new figure
 # %% ../nbs/04_deviation.ipynb #1036b7b5
 def net_deviation(dev,              # dev = LHS - bound (eq. 3.12) of one method over its sweep of amounts
                   sign:str="abs",   # 'abs': |dev|/max|dev| (the paper's figures); 'raw': dev/max|dev|
+                  scale:float|None=None, # divide by this instead of the sweep's own max |dev|: e.g. max |dev| over `D_GRID` (> 0)
                  )->np.ndarray:
-    "Net Deviation $D$ (eq. 3.13): the sweep's deviations divided by their largest magnitude."
+    "Net Deviation $D$ (eq. 3.13): the deviations divided by their largest magnitude (not comparable across sweeps), or by `scale`."
     check_choice(sign, "sign", SIGNS)
     dev = np.asarray(dev, dtype=float)
     if dev.ndim != 1 or dev.size == 0 or not np.isfinite(dev).all():
         raise ValueError(f"dev: expected a non-empty 1-d sequence of finite deviations, got {dev!r}")
-    top = np.abs(dev).max()
+    if scale is not None:
+        ok = isinstance(scale, numbers.Real) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0
+        if not ok: raise ValueError(f"scale: expected a positive finite number (the largest |dev| over the common grid `D_GRID` "
+                                    f"of the same model, method and seed), got {scale!r}; leave it None to use the sweep's own maximum")
+    top = np.abs(dev).max() if scale is None else float(scale)
     return (dev if sign == "raw" else np.abs(dev))/top if top > 0 else np.zeros_like(dev)  # eq. 3.13
 
 # %% ../nbs/04_deviation.ipynb #faca1bf0
 AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the paper's grid (Figs 3.1-3.3)
+D_GRID = AMOUNTS  # the common grid of `D_grid`: every sweep normalises by max |dev| over these amounts
+SWEEP_GROUP = ("model", "method", "seed")  # one sweep of amounts: the rows `D` and `D_grid` normalise together
 
 def _as_list(v, name:str)->list:
     "A single value or a sequence as a non-empty list."
     out = [v] if isinstance(v, (str, numbers.Number)) else list(v) if isinstance(v, Iterable) and not isinstance(v, dict) else None
     if not out: raise ValueError(f"{name}: expected a value or a non-empty list of values, got {v!r}")
     return out
+
+def _on_grid(amounts, grid=D_GRID)->np.ndarray:
+    "Index of each amount in `grid` (to 1e-9), -1 where it is off the grid."
+    a, g = np.asarray(amounts, float)[:, None], np.asarray(grid, float)[None, :]
+    hit = np.isclose(a, g, rtol=0, atol=1e-9)
+    return np.where(hit.any(1), hit.argmax(1), -1)
+
+def _check_rows(rows, name:str, cols)->pd.DataFrame:
+    if not isinstance(rows, pd.DataFrame) or not set(cols) <= set(rows.columns):
+        got = list(rows.columns) if isinstance(rows, pd.DataFrame) else type(rows).__name__
+        raise ValueError(f"{name}: expected a DataFrame of sweep rows with columns {list(cols)}, got {got}")
+    return rows
+
+def grid_scales(rows:pd.DataFrame, # sweep rows: `SWEEP_GROUP` columns, 'amount' and `col`
+                col:str="dev",     # the deviation column
+               )->pd.Series:       # per (model, method, seed): max |dev| over `D_GRID`; NaN where part of the grid is missing
+    "The scale of `D_grid`: the largest |dev| over the common grid `D_GRID` for each (model, method, seed)."
+    rows = _check_rows(rows, "rows", [*SWEEP_GROUP, "amount", col])
+    g = rows.assign(_k=_on_grid(rows.amount)).query("_k >= 0")
+    full = g.groupby(list(SWEEP_GROUP))._k.nunique() == len(D_GRID)
+    top = g.assign(_a=g[col].abs()).groupby(list(SWEEP_GROUP))._a.max()
+    return top.where(full.reindex(top.index, fill_value=False)).rename("_scale")
+
+def grid_net_deviation(rows:pd.DataFrame,           # sweep rows: `SWEEP_GROUP` columns, 'amount' and `col`
+                       grid_rows:pd.DataFrame|None=None, # rows holding the whole `D_GRID` of the same groups (default `rows`)
+                       sign:str="abs",              # 'abs': |dev|/scale; 'raw': dev/scale
+                       col:str="dev",               # the deviation column ('dev_rigorous' for the rigorous bound's)
+                      )->pd.Series:                 # `D_grid`, aligned with `rows`; NaN where `grid_rows` lack part of the grid
+    "Net Deviation on the common grid: each row's dev over the largest |dev| on `D_GRID` of its (model, method, seed), comparable across sweeps."
+    check_choice(sign, "sign", SIGNS)
+    rows = _check_rows(rows, "rows", [*SWEEP_GROUP, "amount", col])
+    scale = grid_scales(rows if grid_rows is None else _check_rows(grid_rows, "grid_rows", [*SWEEP_GROUP, "amount", col]), col)
+    s = rows.join(scale, on=list(SWEEP_GROUP))._scale if len(scale) else pd.Series(np.nan, index=rows.index)
+    d = rows[col].astype(float); num = d if sign == "raw" else d.abs()
+    out = num/s.where(s > 0)
+    return out.mask(s == 0, np.where(d == 0, 0.0, np.inf)).rename("D_grid")  # a grid of zero deviations: 0, as for D
 
 def deviation_sweep(model:nn.Module,          # the original (trained) network
                     x:torch.Tensor,           # pruning images, e.g. `load_mnist().x_val`
@@ -666,7 +709,7 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
                     progress:bool=True,       # show a progress bar
                     **options,                # passed to `compute_masks` for 'clustered' (clustering=, keep=)
                    )->pd.DataFrame:           # one row per (method, amount, seed)
-    "Deviation, both bounds and Net Deviation of `model` pruned by every method × amount × seed."
+    "Deviation, both bounds and Net Deviation of `model` pruned by every method × amount × seed: `D` per sweep (eq. 3.13, not comparable across sweeps), `D_grid` on the common grid `D_GRID` (comparable; above 1 off the grid)."
     check_choice(norm, "norm", NORMS); check_choice(reduce, "reduce", REDUCES); check_choice(combine, "combine", COMBINES); check_choice(sign, "sign", SIGNS)
     methods, amounts, seeds = (_as_list(v, n) for v, n in ((methods, "methods"), (amounts, "amounts"), (seeds, "seeds")))
     bad = [m for m in methods if not isinstance(m, str) or m not in METHODS]
@@ -674,16 +717,20 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
     device = check_device(device)
     x = _check_x(model, x)
     a = original_activations(model, x, device)
+    have = set(_on_grid(amounts).tolist())
+    extra = [g for k, g in enumerate(D_GRID) if k not in have]   # grid amounts the sweep lacks: for `D_grid` only
     rows = []
-    for method, seed, amount in tqdm(list(product(methods, seeds, amounts)), desc=f"deviation {getattr(model, 'name', '')}",
-                                     disable=not progress, leave=False):
+    for method, seed, amount in tqdm([(m, s, p) for m, s in product(methods, seeds) for p in [*amounts, *extra]],
+                                     desc=f"deviation {getattr(model, 'name', '')}", disable=not progress, leave=False):
         masks = compute_masks(model, method, amount, data=x, scope=scope, seed=seed, device=device,
                               activations=a.outputs, **(options if method == "clustered" else {}))
         d = deviation(model, masks, norm=norm, reduce=reduce, combine=combine, activations=a)
         rows.append({"model": d.model, "method": method, "amount": amount, "seed": seed, **d.summary()})
-    df = pd.DataFrame(rows)
+    full = pd.DataFrame(rows)
+    df = full[np.tile(np.r_[np.ones(len(amounts), bool), np.zeros(len(extra), bool)], len(methods)*len(seeds))].reset_index(drop=True)
     for col, new in (("dev", "D"), ("dev_rigorous", "D_rigorous")):
         df.insert(df.columns.get_loc(col) + 1, new, df.groupby(["method", "seed"])[col].transform(lambda s: net_deviation(s, sign)))
+    df.insert(df.columns.get_loc("D") + 1, "D_grid", grid_net_deviation(df, full, sign).to_numpy())
     return df
 
 def plot_sweep(df:pd.DataFrame,  # from `deviation_sweep` (one model)

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from scipy.stats import bootstrap, pearsonr, rankdata, spearmanr
 
 from .data import check_int
+from .deviation import D_GRID, grid_net_deviation
 from .models import MODELS, PAPER_MODELS
 from .paper import FIGURE_OF, HAN_ACC, PAPER_ACC, PAPER_AMOUNTS, PAPER_D
 from .retraining import as_paper_table
@@ -24,9 +25,10 @@ from .training import get_baseline
 
 # %% auto #0
 __all__ = ['PLANS', 'METHOD_COLORS', 'OTHER_COLOR', 'MODEL_ORDER', 'SCORES', 'TARGETS', 'REPORT_SWEEPS', 'REPORT_TITLE',
-           'baselines_table', 'deviation_figure', 'accuracy_figure', 'spearman_ci', 'validity_table', 'verdict',
-           'clustered_vs_random', 'save_figure', 'figures_from_rows', 'to_markdown', 'check_out_dir', 'brief', 'report',
-           'default_dirs', 'baselines_needed', 'plan_specs', 'reproduce']
+           'VALIDITY_TITLE', 'VALIDITY_NOTE', 'baselines_table', 'deviation_figure', 'accuracy_figure', 'spearman_ci',
+           'with_grid_deviation', 'validity_table', 'verdict', 'clustered_vs_random', 'save_figure',
+           'figures_from_rows', 'to_markdown', 'check_out_dir', 'brief', 'validity_from_rows', 'report', 'default_dirs',
+           'baselines_needed', 'plan_specs', 'reproduce']
 
 # %% ../nbs/07b_report.ipynb #430cb9b5
 def baselines_table(models=PAPER_MODELS, # model names
@@ -143,23 +145,34 @@ def spearman_ci(x,                    # one score per observation
     return {"rho": rho, "lo": float(lo), "hi": float(hi), "n": len(x)}
 
 # %% ../nbs/07b_report.ipynb #297863e5
-SCORES = {"D": "Net Deviation D (eq. 3.13)", "lhs": "output deviation ‖δY_L‖_F (LHS)",
-          "rel_dev": "relative output deviation ‖δY_L‖/‖Y_L‖", "tightness": "tightness LHS/bound"}
+SCORES = {"D": "Net Deviation D (eq. 3.13)", "D_grid": "Net Deviation on the common grid 10–80%",
+          "lhs": "output deviation ‖δY_L‖_F (LHS)", "rel_dev": "relative output deviation ‖δY_L‖/‖Y_L‖",
+          "tightness": "tightness LHS/bound"}
 TARGETS = {"acc_drop": "test-accuracy drop before retraining", "measured": "epochs to recover"}
+
+def with_grid_deviation(rows:pd.DataFrame,      # sweep rows (e.g. retraining rows): model, method, seed, amount, dev
+                        grid_rows:pd.DataFrame, # rows holding the whole `D_GRID` of the same groups (the net_deviation sweep)
+                        sign:str="abs",         # as the sweeps' D: 'abs' or 'raw'
+                       )->pd.DataFrame:         # `rows` with column D_grid filled where it was missing (NaN where the grid is)
+    "Add `D_grid` to rows lacking it, scaled by the net_deviation rows of the same (model, method, seed)."
+    grid = grid_net_deviation(rows, grid_rows, sign)
+    out = rows.copy()
+    out["D_grid"] = out.D_grid.fillna(grid) if "D_grid" in out else grid
+    return out
 
 def validity_table(dev:pd.DataFrame|None,  # rows of the net_deviation sweep (for the accuracy drop)
                    ret:pd.DataFrame|None,  # rows of the retraining sweep (for the epochs to recover)
                    n_boot:int=2000,        # bootstrap resamples
                    seed:int=0,             # seeds the resampling
                   )->pd.DataFrame:         # one row per (target, score)
-    "Spearman ρ with bootstrap 95% intervals between each test-free score and each target."
+    "Spearman ρ with bootstrap 95% intervals between each test-free score and each target (a score with < 3 values is left out)."
     rows = []
     for target, df in (("acc_drop", dev), ("measured", ret)):
         if df is None or df.empty: continue
         y = df[target].to_numpy(float)
         if target == "measured": y = np.where(df.recovered, y, np.inf)  # not recovered: ranks last
         for s in SCORES:
-            if s in df: rows.append({"target": target, "score": s, **spearman_ci(df[s], y, n_boot, seed=seed)})
+            if s in df and df[s].notna().sum() >= 3: rows.append({"target": target, "score": s, **spearman_ci(df[s], y, n_boot, seed=seed)})
     return pd.DataFrame(rows)
 
 # %% ../nbs/07b_report.ipynb #8d1a9cb5
@@ -167,20 +180,24 @@ def _fmt_ci(r)->str: return f"ρ = {r.rho:.2f} (95% CI {r.lo:.2f} to {r.hi:.2f},
 
 def verdict(vt:pd.DataFrame, # from `validity_table`
            )->str:           # plain-words summary, one paragraph per target
-    "Which test-free score predicts each target best, in words."
+    "Which test-free score predicts each target best, in words (of `D_grid` where the table has it, else of D)."
     out = []
     for target, g in vt.dropna(subset=["rho"]).groupby("target", sort=False):
-        g = g.set_index("score"); best = g.rho.idxmax(); b = g.loc[best]
+        g = g.set_index("score"); key = "D_grid" if "D_grid" in g.index else "D"
+        best = g.drop(index="D", errors="ignore").rho.idxmax() if key == "D_grid" else g.rho.idxmax(); b = g.loc[best]
         s = (f"**{TARGETS[target]}**: the best predictor is {SCORES[best]}, {_fmt_ci(b)}." if b.lo > 0 else
              f"**{TARGETS[target]}**: no score predicts it reliably; the largest ρ is that of {SCORES[best]}, {_fmt_ci(b)}, and its interval includes 0.")
-        if "D" in g.index and best != "D":
-            d = g.loc["D"]
-            s += (f" D reaches {_fmt_ci(d)}; " + ("its interval lies below the best score's, so D is the weaker stand-in."
+        if key in g.index and best != key:
+            d = g.loc[key]
+            s += (f" {key} reaches {_fmt_ci(d)}; " + (f"its interval lies below the best score's, so {key} is the weaker stand-in."
                   if d.hi < b.lo else "the intervals overlap, so these runs cannot separate the two."))
-        if "D" in g.index:
-            d = g.loc["D"]
-            s += (" D's interval excludes 0: it carries real rank information." if d.lo > 0 else
-                  " D's interval includes 0 (or lies below it): D alone does not rank the runs by this target.")
+        if key in g.index:
+            d = g.loc[key]
+            s += (f" {key}'s interval excludes 0: it carries real rank information." if d.lo > 0 else
+                  f" {key}'s interval includes 0 (or lies below it): {key} alone does not rank the runs by this target.")
+        if key == "D_grid" and "D" in g.index:
+            s += (f" D itself, normalised by each sweep's own amounts and so not comparable across sweeps, reaches "
+                  f"{_fmt_ci(g.loc['D'])}.")
         out.append(s)
     return "\n\n".join(out)
 
@@ -300,6 +317,41 @@ def brief(message:str, # an error message, perhaps a traceback
 def _runs_words(left:pd.DataFrame, n:int=5)->str:
     return "; ".join(f"{r.sweep}/{r.run_id} ({r.state}: {brief(r.reason, 80)})" for r in left.head(n).itertuples()) + (" ..." if len(left) > n else "")
 
+VALIDITY_TITLE = "Is Net Deviation a stand-in for test accuracy?"  # the validity section of a report's README.md
+VALIDITY_NOTE = "Spearman ρ, bootstrap 95% intervals; D_grid is on the common grid 10–80% (retraining rows joined to the net_deviation rows).\n\n"
+
+def _validity(dev, ret, n_boot:int, seed:int=0)->tuple:
+    "The validity table, the verdict's words and the clustered-vs-random table (None without those rows) of the rows."
+    if dev is not None: dev = with_grid_deviation(dev, dev)
+    if ret is not None: ret = with_grid_deviation(ret, dev)
+    vt = validity_table(dev, ret, n_boot, seed); words, cvr = verdict(vt), None
+    if dev is not None and {"clustered", "random"} <= set(dev.method) and (dev.amount >= 0.6).any():
+        cvr = clustered_vs_random(dev); words += "\n\n" + _claim_words(cvr)
+    return vt, words, cvr
+
+def _replace_section(text:str, title:str, body:str)->str:
+    "`text` (Markdown) with the body of its section `## title` replaced by `body`; unchanged where it has none."
+    head = f"## {title}\n"
+    if head not in text: return text
+    i = text.index(head) + len(head); j = text.find("\n## ", i)
+    return text[:i] + "\n" + body.rstrip("\n") + "\n" + (text[j:] if j >= 0 else "")
+
+def validity_from_rows(rows_dir:str|Path, # a report's folder: net_deviation_rows.csv and/or retraining_rows.csv
+                       n_boot:int=2000,   # bootstrap resamples
+                      )->dict:            # name -> path of every file rewritten
+    "Rewrite a report's validity.csv/.md and verdict.md (and those sections of its README.md) from its rows CSVs, without rerunning sweeps."
+    out, n_boot = check_folder(rows_dir, "rows_dir"), check_int(n_boot, "n_boot", 1)
+    dev, ret = ((pd.read_csv(out/f"{s}_rows.csv") if (out/f"{s}_rows.csv").is_file() else None) for s in ("net_deviation", "retraining"))
+    if dev is None and ret is None:
+        raise FileNotFoundError(f"rows_dir: no net_deviation_rows.csv or retraining_rows.csv in '{out}'; give the folder of a report")
+    vt, words, _ = _validity(dev, ret, n_boot)
+    md = _save_table(vt, out, "validity"); (out/"verdict.md").write_text(words + "\n")
+    files = {"validity": out/"validity.csv", "verdict": out/"verdict.md"}
+    if (readme := out/"README.md").is_file():
+        text = _replace_section(readme.read_text(), VALIDITY_TITLE, VALIDITY_NOTE + md)
+        readme.write_text(_replace_section(text, "Verdict", words)); files["README"] = readme
+    return files
+
 def report(runs_dir:str|Path,   # a folder of sweeps: net_deviation/, retraining/, han/ (any may be missing)
            out_dir:str|Path,    # the report's folder: new, empty, or an earlier report (it is replaced as a whole)
            n_boot:int=2000,     # bootstrap resamples of the validity study
@@ -331,13 +383,9 @@ def _write_report(runs, final, out, dev, ret, han, left, n_boot)->dict:
                                     ("random_node", "table3_2_node", "Table 3.2: node pruning (random)")):
             if method in set(ret.method): table(as_paper_table(ret[ret.method == method]), name, title, "Epochs.\n\n")
     if dev is not None or ret is not None:
-        vt = validity_table(dev, ret, n_boot)
-        table(vt, "validity", "Is Net Deviation a stand-in for test accuracy?", "Spearman ρ, bootstrap 95% intervals.\n\n")
-        words = verdict(vt)
-        if dev is not None and {"clustered", "random"} <= set(dev.method) and (dev.amount >= 0.6).any():
-            cvr = clustered_vs_random(dev)
-            table(cvr, "clustered_vs_random", "Clustered vs random at high compression")
-            words += "\n\n" + _claim_words(cvr)
+        vt, words, cvr = _validity(dev, ret, n_boot)
+        table(vt, "validity", VALIDITY_TITLE, VALIDITY_NOTE)
+        if cvr is not None: table(cvr, "clustered_vs_random", "Clustered vs random at high compression")
         (out/"verdict.md").write_text(words + "\n"); files["verdict"] = out/"verdict.md"
         md.append(f"## Verdict\n\n{words}\n")
     if han is not None:

@@ -59,7 +59,8 @@ def expand_grid(grid:dict|list[dict],  # parameter -> list of values; a list of 
 # %% ../nbs/07_sweeps.ipynb #3473c506
 SWEEPS = {"net_deviation": "sweeps/net_deviation.ipynb",  # model x method x amounts x seed: D, LHS, bounds, accuracy
           "retraining": "sweeps/retraining.ipynb",        # epochs to recover beside the retraining bounds
-          "han": "sweeps/han.ipynb"}                      # Han et al. 2015's per-layer sparsity, retrained at lr/10
+          "han": "sweeps/han.ipynb",                      # Han et al. 2015's per-layer sparsity, retrained at lr/10
+          "corpus": "sweeps/corpus.ipynb"}                # the recoverability corpus: features before retraining, recovery curves
 RESULT_PARAM = "result_path"  # the parameter through which a template learns where to save its result
 
 def nbs_dir()->Path:

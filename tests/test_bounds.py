@@ -205,3 +205,16 @@ def test_retraining_bounds_statuses_are_consistent(setup):
         assert not any(status_kind(b.status[k]) == "proven" for k in GAMMA_FREE)
         if 2*eb >= 1: assert b.status["smooth_lower"].startswith("inapplicable: ")
         if eb >= 1: assert b.status["strong_convexity_lower"].startswith("inapplicable: ")
+
+
+def test_gamma_free_false_keeps_theorem1_and_says_what_it_skipped(setup):
+    "gamma_free=False skips β and λ_min: Theorem 1 is unchanged, every γ-free row is NaN with an 'undefined' status."
+    base, p, d = setup
+    full = retraining_bounds(p, base, d, method="random", eps=1e-6)
+    cheap = retraining_bounds(p, base, d, method="random", eps=1e-6, gamma_free=False)
+    for k in ("theorem1_paper", "theorem1_consistent"):
+        assert cheap.iterations[k] == full.iterations[k] and cheap.status[k] == full.status[k]
+    for k in BOUNDS:
+        if k.startswith("theorem1"): continue
+        assert math.isnan(cheap.iterations[k]) and cheap.status[k].startswith("undefined: not computed"), (k, cheap.status[k])
+    _raises(ValueError, "gamma_free", lambda: retraining_bounds(p, base, d, method="random", gamma_free="no"))

@@ -185,7 +185,7 @@ def _built_pages()->list[str]:
     return sorted(pages)
 
 
-GUIDES = ["index.html", "tutorial.html", "byom.html", "analysis.html", "validity.html", "the_paper.html"]
+GUIDES = ["index.html", "tutorial.html", "byom.html", "benchmark.html", "analysis.html", "validity.html", "the_paper.html"]
 SCREENSHOTS = {"index.html", "analysis.html", "tutorial.html", "bounds.html"}  # home, two guides, one API page
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
+from threadpoolctl import threadpool_limits
 
 from .bounds import fit_gamma
 from .corpus import CORPUS_FIXED, FEATURES, RECIPES, TOLERANCES, corpus_grid, measure_features, save_corpus
@@ -38,7 +39,8 @@ def corpus_runs()->pd.DataFrame:
     with resources.files("netdeviation").joinpath(CORPUS_FILE).open("rb") as f: return pd.read_csv(f)
 
 # %% ../nbs/06b_advisor.ipynb #e3c0a6aa
-INPUTS = (*FEATURES, "log_lr_ratio", "tol", "gap_over_tol", "recal_gap_over_tol")  # what the advisor's models see
+INPUTS = ("acc_gap", "loss_ratio", "acc_gap_recal", "loss_ratio_recal", "sparsity", "node",  # what the advisor's models see
+          "log_lr_ratio", "tol", "gap_over_tol", "recal_gap_over_tol")
 
 def _float(name:str)->str: return f"{name:g}"
 
@@ -103,17 +105,26 @@ def _scores(regs:dict, X:np.ndarray, y:np.ndarray, level:float)->np.ndarray:
     "CQR conformity scores: how far each y lies outside its predicted interval (negative inside)."
     return np.maximum(regs[f"lo{level:g}"].predict(X) - y, y - regs[f"hi{level:g}"].predict(X))
 
+def _groups(rec:pd.DataFrame, by:str)->np.ndarray:
+    "Calibration groups: whole architectures when there are at least two (the shift a new architecture brings), else pruned networks."
+    if by == "arch" and "arch" in rec and rec.arch.nunique() >= 2: return rec.arch.to_numpy()
+    return rec.group.to_numpy()
+
 def fit_advisor(runs:pd.DataFrame,      # corpus runs: `corpus_table(collect(...))[0]`, or the shipped `corpus_runs()`
-                folds:int=5,            # cross-fitting folds of the conformal calibration (grouped by pruned network)
+                folds:int=5,            # cross-fitting folds of the conformal calibration (at most one per group)
                 version:str="fitted",   # a label kept in the advisor
+                calibrate:str="arch",   # calibration folds hold out whole architectures ('arch') or pruned networks ('run')
                )->Advisor:
     "Fit the advisor on corpus runs: classifier and quantile regressors on all of them, conformal corrections out of fold."
-    check_int(folds, "folds", 2)
+    check_int(folds, "folds", 2); check_choice(calibrate, "calibrate", ("arch", "run"))
+    with threadpool_limits(1): return _fit_advisor(runs, folds, version, calibrate)  # small data: threads only oversubscribe
+
+def _fit_advisor(runs, folds, version, calibrate)->Advisor:
     rows = training_rows(runs)
     clf, regs = _fit_parts(rows)
     rec = rows[rows.status == "recovered"].reset_index(drop=True)
-    scores = {l: np.empty(len(rec)) for l in LEVELS}
-    for tr, te in GroupKFold(min(folds, rec.group.nunique())).split(rec, groups=rec.group):
+    scores, groups = {l: np.empty(len(rec)) for l in LEVELS}, _groups(rec, calibrate)
+    for tr, te in GroupKFold(min(folds, len(set(groups)))).split(rec, groups=groups):
         _, r = _fit_parts(pd.concat([rows[rows.status != "recovered"], rec.iloc[tr]]), keys=[k for k in _quantiles() if k != "q50"])
         X, y = rec.iloc[te][list(INPUTS)].to_numpy(float), np.log(rec.iters.iloc[te].to_numpy(float))
         for l in LEVELS: scores[l][te] = _scores(r, X, y, l)
@@ -134,6 +145,9 @@ def predict(advisor:Advisor,        # from `fit_advisor` or `load_advisor`
     if not isinstance(advisor, Advisor): raise TypeError(f"advisor: expected an Advisor (see `load_advisor`), got {type(advisor).__name__}")
     missing = sorted({*advisor.inputs, "start_acc", "ref_acc", "tol"} - set(rows.columns))
     if missing: raise ValueError(f"rows: missing the advisor's inputs {missing}; build them with `training_rows` or `measure_features`")
+    with threadpool_limits(1): return _predict(advisor, rows)  # one row at a time: threads only oversubscribe
+
+def _predict(advisor:Advisor, rows:pd.DataFrame)->pd.DataFrame:
     X = rows[list(advisor.inputs)].to_numpy(float)
     none = _meets(rows)
     p = np.where(none, 1.0, advisor.classifier.predict_proba(X)[:, 1])
@@ -252,7 +266,7 @@ def advise(pruned:nn.Module,             # the pruned network (torch.nn.utils.pr
     ipe = len(data.x_train)/advisor.batch_size  # the advisor counts iterations at its own batch size
     cap = check_float(cap, "cap", 0, low_open=True) if cap is not None else float(baseline.t_initial or advisor.cap_iters/ipe)
     cap = min(cap, advisor.cap_iters/ipe)  # beyond the corpus's cap no run tells how likely recovery is
-    row = pd.DataFrame([{**{k: f[k] for k in FEATURES}, "start_acc": f["start_acc"], "ref_acc": f["ref_acc"], "log_lr_ratio": math.log10(cfg.lr/baseline.config.lr), "tol": tolerance,
+    row = pd.DataFrame([{**{k: f[k] for k in INPUTS[:6]}, "start_acc": f["start_acc"], "ref_acc": f["ref_acc"], "log_lr_ratio": math.log10(cfg.lr/baseline.config.lr), "tol": tolerance,
                          "gap_over_tol": f["acc_gap"]/tolerance, "recal_gap_over_tol": f["acc_gap_recal"]/tolerance}])
     pred = predict(advisor, row).iloc[0]
     status = {"none": "none", "recovered": "recovers", "censored": "unlikely"}[pred.status]
@@ -313,6 +327,7 @@ def _score(test:pd.DataFrame, pred:pd.DataFrame)->dict:
     for l in LEVELS:
         lo, hi = pred[f"lo{l:g}"].to_numpy(float)[rec], pred[f"hi{l:g}"].to_numpy(float)[rec]
         out[f"coverage{l:g}"] = float(((lo <= y[rec]) & (y[rec] <= hi)).mean()) if np.isfinite(lo).all() and rec.any() else math.nan
+        out[f"width{l:g}"] = float(np.median(hi/lo)) if np.isfinite(lo).all() and rec.any() else math.nan  # hi/lo: sharpness
     lab = rec[todo]
     out["auc"] = float(roc_auc_score(lab, pred.p_recover.to_numpy(float)[todo])) if 0 < lab.sum() < len(lab) else math.nan
     return out

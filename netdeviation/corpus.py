@@ -95,11 +95,14 @@ def _log10(v)->float:
 
 def mask_kind(pruned:nn.Module, # a pruned network (torch.nn.utils.prune masks)
              )->str:            # 'node' or 'connection'
-    "'node' when every mask keeps or removes whole output units (rows of a Linear, filters of a conv), else 'connection'."
-    masks = [m.weight_mask.reshape(len(m.weight_mask), -1) for m in pruned.modules() if hasattr(m, "weight_mask")]
+    "'node' when every mask removes whole units: its zeros are whole output rows/filters and whole input columns/channels (a removed unit's fan-out), else 'connection'."
+    masks = [m.weight_mask for m in pruned.modules() if hasattr(m, "weight_mask")]
     if not masks: raise ValueError("pruned: holds no pruning masks; prune it with `netdeviation.pruning.prune` first")
-    whole = all(bool(((r == 0).all(1) | (r == 1).all(1)).all()) for r in masks)
-    return "node" if whole and any(bool((r == 0).any()) for r in masks) else "connection"
+    def units(w):  # the mask is the outer product of kept outputs and kept inputs, the same at every kernel position
+        m = (w.reshape(w.shape[0], w.shape[1] if w.dim() > 1 else 1, -1) != 0)
+        rows, cols = m.any(2).any(1), m.any(2).any(0)
+        return bool((m == (rows[:, None] & cols[None, :])[..., None]).all())
+    return "node" if all(units(w) for w in masks) and any(bool((w == 0).any()) for w in masks) else "connection"
 
 def _has_bn(model:nn.Module)->bool: return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 

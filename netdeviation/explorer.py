@@ -80,7 +80,9 @@ def fmt(v:float,       # the number
     return f"{r:,.{max(digits-1-e, 0)}f}" if -3 <= e < 9 else f"{r:.{digits-1}e}"
 
 # %% ../nbs/09_explorer.ipynb #22137e5e
-_ANSWERS = {"none": "no retraining needed", "recovers": "recovers", "unlikely": "unlikely within the corpus cap"}
+_ANSWERS = {"none": ("none needed", "already within δ of the original's validation accuracy"),  # status -> value, note
+            "recovers": ("recovers", "retrain, with the cap and the stop rule below"),
+            "unlikely": ("unlikely", "to recover within the corpus cap")}
 
 @dataclass(repr=False)
 class Exploration:
@@ -123,7 +125,7 @@ class Exploration:
         iv = lambda lo, hi: "—" if a.status == "none" else f"{fmt(e(lo))}–{fmt(e(hi))}"
         cap = ("the corpus cap: recovery within it is unlikely" if a.status == "unlikely" else
                "none needed" if a.status == "none" else "the 95% interval's upper end")
-        return [(g, "answer", _ANSWERS[a.status], f"advisor {a.advisor}"),
+        return [(g, "answer", _ANSWERS[a.status][0], f"{_ANSWERS[a.status][1]} (advisor {a.advisor})"),
                 (g, "predicted", fmt(a.epochs), f"median, {a.iterations:,.0f} iterations"),
                 (g, "80% interval", iv(*a.interval80), "prediction interval"),
                 (g, "95% interval", iv(*a.interval95), "prediction interval"),
@@ -189,7 +191,8 @@ def _bounds_panel(ax, ex:Exploration):
         else: ax.text(0.01, i, f"{fmt(r.epochs)}: {r.status.split(':')[0]}", transform=ax.get_yaxis_transform(),
                       va="center", fontsize=7)
     ax.axvline(ex.t_initial, color="k", ls=":")
-    ax.set_yticks([-1, *pos], [f"advisor (δ = {ex.tolerance:g})", *[bound_label(k) for k in df.index]], fontsize=8); ax.invert_yaxis()
+    ax.set_yticks([-1, *pos], [f"advisor (δ = {ex.tolerance:g})", *[bound_label(k) for k in df.index]], fontsize=8)
+    ax.set_ylim(len(df) - 0.5, -1.5)  # top to bottom: the advisor's row, then the bounds
     ax.set(xscale="log", xlabel="epochs"); ax.tick_params(axis="x", labelsize=8); ax.grid(alpha=.3, axis="x")
     ax.set_title("how long to retrain: the advisor's answer, then the bounds (hatched: condition fails)", fontsize=9)
     ax.legend(handles=[Line2D([], [], color="C1", marker="D", mec="k", ls="none", label="advisor: median"),

@@ -20,10 +20,10 @@ torch.set_num_threads(1)
 CAP, BATCH, IPE = 3000.0, 100, 80.0   # synthetic corpus: cap in iterations, its batch size, iterations per epoch
 SIGMA = 0.15                          # log-normal noise of the iterations
 
-def truth(gap_over_tol, log_lr_ratio, log_grad_ratio):
-    "The synthetic law's median iterations: 20·(gap/δ)^0.7 · 10^(−0.5·log lr ratio), ×1000 (never within the cap) when log_grad_ratio > 0.5."
-    gap_over_tol, log_lr_ratio, log_grad_ratio = map(np.asarray, (gap_over_tol, log_lr_ratio, log_grad_ratio))
-    return 20*gap_over_tol**0.7*10**(-0.5*log_lr_ratio)*np.where(log_grad_ratio > 0.5, 1000.0, 1.0)
+def truth(gap_over_tol, log_lr_ratio, loss_ratio_recal):
+    "The synthetic law's median iterations: 20·(gap/δ)^0.7 · 10^(−0.5·log lr ratio), ×1000 (never within the cap) when loss_ratio_recal > 0.5."
+    gap_over_tol, log_lr_ratio, loss_ratio_recal = map(np.asarray, (gap_over_tol, log_lr_ratio, loss_ratio_recal))
+    return 20*gap_over_tol**0.7*10**(-0.5*log_lr_ratio)*np.where(loss_ratio_recal > 0.5, 1000.0, 1.0)
 
 def synth(n:int, seed:int, sigma:float=SIGMA, archs=("a", "b", "c"))->pd.DataFrame:
     "`n` synthetic corpus runs with every column `training_rows`, `fit_advisor`, `predict` and `validate` read."
@@ -35,7 +35,7 @@ def synth(n:int, seed:int, sigma:float=SIGMA, archs=("a", "b", "c"))->pd.DataFra
     d["cap_iters"], d["batch_size"], d["t_initial"], d["iters_per_epoch"] = CAP, BATCH, 4.0, IPE
     d["arch"], d["dataset"] = g.choice(archs, n), g.choice(["m", "f"], n)
     for t in TOLERANCES:
-        it = truth(d.acc_gap/t, d.log_lr_ratio, d.log_grad_ratio)*np.exp(sigma*g.normal(size=n))
+        it = truth(d.acc_gap/t, d.log_lr_ratio, d.loss_ratio_recal)*np.exp(sigma*g.normal(size=n))
         none = (d.start_acc >= d.ref_acc - t).to_numpy(); cens = ~none & (it > CAP)
         d[f"status_{t:g}"] = np.where(none, "none", np.where(cens, "censored", "recovered"))
         d[f"iters_{t:g}"] = np.where(none, 0.0, np.where(cens, np.nan, np.ceil(it)))
@@ -119,7 +119,7 @@ def test_intervals_are_nested(fresh):
 def test_median_within_2x_of_truth(fresh):
     rows, pred = fresh
     rec = (rows.status == "recovered").to_numpy()
-    t = truth(rows.gap_over_tol, rows.log_lr_ratio, rows.log_grad_ratio)[rec]
+    t = truth(rows.gap_over_tol, rows.log_lr_ratio, rows.loss_ratio_recal)[rec]
     ratio = pred.iters.to_numpy()[rec]/t
     assert ((ratio >= 0.5) & (ratio <= 2)).mean() >= 0.9
 
@@ -236,13 +236,13 @@ def test_advise_against_the_synthetic_truth(tiny, fitted):
     base, data = tiny
     ipe = 1000/BATCH
     for recipe, lr in (("paper", 0.0), ("han", -1.0)):
-        a = advise(None, base, data, tolerance=0.01, recipe=recipe, advisor=fitted, features=_features(acc_gap=0.1, log_grad_ratio=-1.0))
+        a = advise(None, base, data, tolerance=0.01, recipe=recipe, advisor=fitted, features=_features(acc_gap=0.1, loss_ratio_recal=-1.0))
         t = float(truth(10.0, lr, -1.0))
         assert a.status == "recovers" and 0.5 <= a.iterations/t <= 2, (recipe, a.iterations, t)
         assert a.epochs == pytest.approx(a.iterations/ipe, rel=1e-12)
         assert a.recommended_cap == pytest.approx(a.interval95[1]/ipe)
         assert a.interval95[0] <= a.iterations <= a.interval95[1] and a.interval80[0] <= a.interval80[1]
-    u = advise(None, base, data, tolerance=0.01, advisor=fitted, features=_features(acc_gap=0.3, log_grad_ratio=2.0))
+    u = advise(None, base, data, tolerance=0.01, advisor=fitted, features=_features(acc_gap=0.3, loss_ratio_recal=2.0))
     assert u.status == "unlikely" and u.p_recover < 0.5 and u.recommended_cap == pytest.approx(max(CAP/ipe, base.t_initial))
     n = advise(None, base, data, tolerance=0.05, advisor=fitted, features=_features(acc_gap=0.05))  # exactly δ: within
     assert n.status == "none" and n.iterations == 0 and n.epochs == 0 and n.p_recover == 1
@@ -250,7 +250,7 @@ def test_advise_against_the_synthetic_truth(tiny, fitted):
 def test_advise_intervals_are_nested(tiny, fitted):
     base, data = tiny
     for recipe in ("paper", "han"):
-        a = advise(None, base, data, tolerance=0.01, recipe=recipe, advisor=fitted, features=_features(acc_gap=0.1, log_grad_ratio=-1.0))
+        a = advise(None, base, data, tolerance=0.01, recipe=recipe, advisor=fitted, features=_features(acc_gap=0.1, loss_ratio_recal=-1.0))
         assert a.interval95[0] <= a.interval80[0] <= a.interval80[1] <= a.interval95[1], (recipe, a.interval80, a.interval95)
 
 def test_advise_input_errors_name_the_parameter(tiny, fitted):

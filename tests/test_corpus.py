@@ -50,8 +50,10 @@ def test_mask_kind_scattered_is_connection():
     assert mask_kind(_masked({3: scattered})) == "connection"
     one = torch.ones(6, 64); one[2, 7] = 0                                  # a single weight
     assert mask_kind(_masked({3: one})) == "connection"
-    cols = torch.ones(6, 64); cols[:, :10] = 0                              # whole input columns are not output units
-    assert mask_kind(_masked({3: cols})) == "connection"
+    cols = torch.ones(6, 64); cols[:, :10] = 0                              # whole input columns: the fan-out of removed units
+    assert mask_kind(_masked({3: cols})) == "node"
+    both = torch.ones(6, 64); both[1] = 0; both[:, 5] = 0; both[3, 9] = 0   # rows and columns, plus one stray weight
+    assert mask_kind(_masked({3: both})) == "connection"
     conv = torch.ones(4, 1, 3, 3); conv[0, 0, 1, 1] = 0                     # one kernel entry of a filter
     assert mask_kind(_masked({0: conv})) == "connection"
     # one layer pruned by nodes, another scattered: not a node pruning

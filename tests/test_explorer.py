@@ -1,6 +1,7 @@
 """The explorer as a front end meets it: a real kernel, a slider moved by a comm message as JupyterLab sends it, and
 the widget updates the kernel publishes meanwhile. The busy state must reach the front end before the new table and
-figure, and be cleared only after them (order of messages, not their timing, so no machine can cross a threshold)."""
+figure, and be cleared only after them (order of messages, not their timing, so no machine can cross a threshold).
+The table starts with the advisor's answer, and a change of the tolerance δ updates it."""
 import json, queue
 
 import pytest
@@ -12,6 +13,7 @@ SETUP = """from netdeviation.explorer import Explorer
 ui = Explorer(amounts=(0.5, 0.8), amount=0.5)
 import json
 print(json.dumps({"controls": [w.model_id for w in ui.controls.values()], "amount": ui.controls["amount"].model_id,
+                  "tolerance": ui.controls["tolerance"].model_id, "tolerances": [t for _, t in ui.controls["tolerance"].options],
                   "status": ui.status.model_id, "table": ui.table.model_id, "figure": ui.figure.model_id}))"""
 
 
@@ -33,12 +35,10 @@ def kernel():
     finally: kc.stop_channels(); km.shutdown_kernel(now=True)
 
 
-def test_front_end_sees_busy_state_first(kernel):
-    kc = kernel
-    ids = json.loads(_execute(kc, SETUP).strip().splitlines()[-1])
-    # what JupyterLab sends when the user drags the slider to its second option (80 %)
-    msg = kc.session.msg("comm_msg", {"comm_id": ids["amount"], "data": {
-        "method": "update", "state": {"index": 1}, "buffer_paths": []}})
+def _move(kc, comm_id:str, index:int)->list:
+    "Send what JupyterLab sends when the user picks option `index` of a widget; the widget updates published meanwhile."
+    msg = kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {
+        "method": "update", "state": {"index": index}, "buffer_paths": []}})
     kc.shell_channel.send(msg)
     events = []  # (comm_id, state) of every widget update the kernel publishes, in order
     while True:
@@ -48,7 +48,16 @@ def test_front_end_sees_busy_state_first(kernel):
             for path in m["content"]["data"].get("buffer_paths", []): state[path[0]] = "<buffer>"
             events.append((m["content"]["comm_id"], state))
         if (m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
-                and m["parent_header"].get("msg_id") == msg["header"]["msg_id"]): break
+                and m["parent_header"].get("msg_id") == msg["header"]["msg_id"]): return events
+
+
+@pytest.fixture(scope="module")
+def ids(kernel): return json.loads(_execute(kernel, SETUP).strip().splitlines()[-1])
+
+
+def test_front_end_sees_busy_state_first(kernel, ids):
+    kc = kernel
+    events = _move(kc, ids["amount"], 1)  # the slider dragged to its second option (80 %)
 
     def first(cid, key, value=None):
         "Index of the first event that sets `key` of widget `cid` (to `value`, if given)."
@@ -63,4 +72,20 @@ def test_front_end_sees_busy_state_first(kernel):
     assert "showing magnitude at 80 %" in events[done][1]["value"]
     assert max(disabled) < busy < min(table, figure)       # controls off and the label up before any new result
     assert max(table, figure) < min(enabled) and max(table, figure) < done  # cleared only once both are shown
-    assert "Net Deviation D" in events[table][1]["value"] and "bound_paper" not in events[table][1]["value"]
+    page = events[table][1]["value"]
+    assert "Net Deviation D" in page and "bound_paper" not in page
+    assert page.index("how long to retrain") < page.index("Net Deviation D") < page.index("retraining bounds")  # advice first
+
+
+def test_tolerance_updates_the_advice(kernel, ids):
+    kc = kernel
+    i = ids["tolerances"].index(0.05)
+    events = _move(kc, ids["tolerance"], i)  # the δ dropdown set to 5 points
+    tables = [s["value"] for c, s in events if c == ids["table"] and "value" in s]
+    assert tables, "the table was not redrawn"
+    assert "δ = 0.05" in tables[-1] and "δ = 0.01" not in tables[-1]
+    assert tables[-1].index("how long to retrain") < tables[-1].index("Net Deviation D")
+    done = [s["value"] for c, s in events if c == ids["status"] and "value" in s][-1]
+    assert done.startswith("<span") and "showing magnitude at" in done
+    shown = json.loads(_execute(kc, "print(json.dumps([ui.result.tolerance, ui.result.advice.tolerance, ui.table.value == ui.result.to_html()]))").strip().splitlines()[-1])
+    assert shown == [0.05, 0.05, True]

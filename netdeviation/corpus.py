@@ -127,8 +127,7 @@ def measure_features(pruned:nn.Module,           # the pruned network, W_sparse
     d = deviation(baseline.model, pruned, activations=acts)
     if recalibrate and _has_bn(pruned): rec = evaluate(recalibrate_batchnorm(copy.deepcopy(pruned), x), x, y, device=device)
     else: rec = start
-    b = retraining_bounds(pruned, baseline, data, method=method, mu="auto" if method else ("secant" if kind == "connection" else "pl"),
-                          gamma_free=False, device=device)
+    b = retraining_bounds(pruned, baseline, data, mu="secant" if kind == "connection" else "pl", gamma_free=False, device=device)
     q, t1 = b.quantities, b.epochs["theorem1_paper"]
     return {"acc_gap": ref["acc"] - start["acc"], "loss_ratio": math.log(start["loss"]/ref["loss"]),
             "acc_gap_recal": ref["acc"] - rec["acc"], "loss_ratio_recal": math.log(rec["loss"]/ref["loss"]),
@@ -204,7 +203,7 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
             rows.append({"dataset": dataset, "arch": arch, "method": method, "kind": kind, "amount": amount, "seed": seed,
                          "recipe": recipe, "lr": cfg.lr, "log_lr_ratio": math.log10(cfg.lr/base.config.lr),
                          "batch_size": cfg.batch_size, "iters_per_epoch": len(data.x_train)/cfg.batch_size, "cap": cap,
-                         "cap_iters": r.checks.step.iloc[-1] if not r.recovered else math.floor(cap*len(data.x_train)/cfg.batch_size),
+                         "cap_iters": math.floor(cap*len(data.x_train)/cfg.batch_size),
                          **f, **recovery_columns(r, tolerances),
                          "curve": {k: r.checks[k].round(6).tolist() for k in ("step", "loss", "acc")}})
     return pd.DataFrame(rows)

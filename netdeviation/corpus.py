@@ -4,8 +4,8 @@
 
 # %% ../nbs/06a_corpus.ipynb #aaea2cc4
 from __future__ import annotations
-import copy, math, os, re
-from dataclasses import replace
+import copy, hashlib, math, os, re
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
@@ -21,16 +21,20 @@ from .deviation import AMOUNTS, deviation, deviation_sweep, original_activations
 from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_name, n_params
 from .pruning import CONNECTION_METHODS, METHODS, prune
 from .retraining import RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
-from .training import Baseline, CheckpointError, History, evaluate, fit, get_config, load_checkpoint, save_checkpoint, seed_everything
+from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, evaluate, fit, get_config,
+                                   load_checkpoint, save_checkpoint, seed_everything)
 
 # %% auto #0
-__all__ = ['CORPUS_DATASETS', 'RECIPES', 'CORPUS_AMOUNTS', 'TOLERANCES', 'CAP', 'CORPUS_ARCHS', 'FEATURES', 'STATUSES',
-           'CORPUS_FIXED', 'corpus_data', 'corpus_baseline', 'mask_kind', 'measure_features', 'recovery_columns',
-           'corpus_run', 'corpus_table', 'save_corpus', 'corpus_grid']
+__all__ = ['CORPUS_DATASETS', 'RECIPES', 'V1_RECIPES', 'CORPUS_AMOUNTS', 'TOLERANCES', 'CAP', 'CORPUS_ARCHS', 'REGIMES',
+           'ORIGINAL_OPTIMIZERS', 'CONVERGED_EPOCHS', 'V2_TOLERANCES', 'FEATURES', 'STATUSES', 'CORPUS_FIXED',
+           'V2_AMOUNTS', 'V2_ARCH_ORDER', 'CORPUS_V2_FIXED', 'original_config', 'corpus_data', 'corpus_baseline',
+           'mask_kind', 'measure_features', 'recovery_columns', 'corpus_run', 'corpus_table', 'save_corpus',
+           'corpus_grid', 'corpus_grid_v2']
 
 # %% ../nbs/06a_corpus.ipynb #42699b41
 CORPUS_DATASETS = ("mnist", "fashion_mnist")
-RECIPES = RETRAIN_CONFIGS  # 'paper': the training optimiser at its constant lr; 'han': lr/10 (Han et al. 2015)
+RECIPES = RETRAIN_CONFIGS  # every retraining recipe (see `netdeviation.retraining.retrain_config`)
+V1_RECIPES = ("paper", "han")  # v1: the training optimiser at its constant lr; lr/10 (Han et al. 2015)
 CORPUS_AMOUNTS = {"connection": (0.3, 0.5, 0.7, 0.8, 0.9, 0.95),  # fraction of weights per layer
                   "node": (0.1, 0.2, 0.3, 0.5, 0.7, 0.8)}        # fraction of nodes / channels per layer
 TOLERANCES = (0.005, 0.01, 0.02, 0.05)  # accuracy tolerances δ read off every curve: recovered when val acc >= acc* − δ
@@ -42,6 +46,26 @@ def _named(make, name:str)->nn.Module:
 CORPUS_ARCHS = {"lenet_300_100": lenet_300_100, "lenet5": lenet5, "lenet5_caffe": lenet5_caffe,
                 "bn_cnn_small": partial(_named, partial(bn_cnn, channels=(8, 16), hidden=64), "bn_cnn_small"),
                 "resnet8_w4": partial(ResNet, 8, width=4, name="resnet8_w4")}
+
+# %% ../nbs/06a_corpus.ipynb #8e4ea700
+REGIMES = {"v1": dict(n_train=8000, schedule="constant", epochs=None),   # the v1 corpus: the `paper` config
+           "converged": dict(n_train=55000, schedule="cosine", epochs=None),
+           "subset": dict(n_train=5500, schedule="cosine", epochs=None),
+           "partial": dict(n_train=55000, schedule="constant", epochs=1)}
+ORIGINAL_OPTIMIZERS = {"sgd": 0.05, "adam": 1e-3}  # v2 originals: optimiser -> peak lr (SGD with momentum 0.9)
+CONVERGED_EPOCHS = {"lenet_300_100": 10, "lenet5": 4, "lenet5_caffe": 3, "bn_cnn_small": 4, "resnet8_w4": 3}
+V2_TOLERANCES = (0.01, 0.02, 0.05)  # v2 reads these; 0.005 lies at the validation noise of the harder dataset
+
+def original_config(arch:str,             # one of `CORPUS_ARCHS`
+                    regime:str="converged", # one of `REGIMES`
+                    optimizer:str="sgd",  # one of `ORIGINAL_OPTIMIZERS` ('v1' uses the `paper` config whatever this is)
+                   )->tuple[TrainConfig, int]: # the config and the number of training images
+    "How a corpus original of `arch` is trained in `regime`: its `TrainConfig` and training-set size."
+    check_choice(arch, "arch", CORPUS_ARCHS); check_choice(regime, "regime", REGIMES)
+    r = REGIMES[regime]
+    if regime == "v1": return get_config("paper"), r["n_train"]
+    check_choice(optimizer, "optimizer", ORIGINAL_OPTIMIZERS)
+    return TrainConfig(optimizer, ORIGINAL_OPTIMIZERS[optimizer], r["epochs"] or CONVERGED_EPOCHS[arch], 128, r["schedule"]), r["n_train"]
 
 # %% ../nbs/06a_corpus.ipynb #388fce9b
 def corpus_data(dataset:str="mnist",   # one of `CORPUS_DATASETS`
@@ -61,30 +85,36 @@ def corpus_data(dataset:str="mnist",   # one of `CORPUS_DATASETS`
 # %% ../nbs/06a_corpus.ipynb #1d7591ea
 def _slug(s:str)->str: return re.sub(r"[^A-Za-z0-9_.-]+", "-", s)
 
+def _config_tag(config)->str:
+    "A config's name, or a short hash of its values."
+    return config if isinstance(config, str) else hashlib.sha256(repr(get_config(config)).encode()).hexdigest()[:8]
+
 def corpus_baseline(arch:str,                 # one of `CORPUS_ARCHS`
                     data:Data,                # from `corpus_data`
                     seed:int=0,               # seeds initialisation and batch order
-                    config:str="paper",       # training config (a name in `CONFIGS`)
+                    config:str|TrainConfig="paper", # training config (a name in `CONFIGS`, or a `TrainConfig` such as `original_config`'s)
                     cache:str|Path|None=None, # checkpoint folder; default `cache_dir()/'corpus'`
                     device:str|torch.device="cpu", # where to train
                     progress:bool=False,      # show a progress bar while training
                    )->Baseline:
-    "The trained original of a corpus architecture on `data`, from its checkpoint or trained (and saved atomically)."
+    "The trained original of a corpus architecture on `data`, from its checkpoint or trained (and saved atomically), with its training record."
     check_choice(arch, "arch", CORPUS_ARCHS); cfg = get_config(config); seed = check_int(seed, "seed", 0)
     data, device = as_data(data), check_device(device)
-    path = Path(cache or cache_dir()/"corpus")/_slug(f"{data.name}-{arch}-{config}-n{len(data.x_train)}-seed{seed}.pt")
+    path = Path(cache or cache_dir()/"corpus")/_slug(f"{data.name}-{arch}-{_config_tag(config)}-n{len(data.x_train)}-seed{seed}.pt")
     net = CORPUS_ARCHS[arch]()
     if path.exists():
         try:
-            ck = load_checkpoint(path); net.load_state_dict(ck["state"])
-            return Baseline(net.to(device).eval(), ck["w_initial"], float(ck["t_initial"]), cfg, History(ck["history"]), seed, path)
+            ck = load_checkpoint(path); net.load_state_dict(ck["state"]); hist = History(ck["history"])
+            rec = TrainRecord.of(ck["record"]) if "record" in ck else TrainRecord.from_fit(cfg, len(data.x_train), hist)
+            return Baseline(net.to(device).eval(), ck["w_initial"], float(ck["t_initial"]), cfg, hist, seed, path, rec)
         except (CheckpointError, KeyError, RuntimeError): pass  # unreadable: train it again below
     seed_everything(seed); net = CORPUS_ARCHS[arch]()
     w0 = copy.deepcopy(net.state_dict())
     hist = fit(net, data, cfg, seed=seed, device=device, progress=progress)
+    rec = TrainRecord.from_fit(cfg, len(data.x_train), hist)
     save_checkpoint(path, {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "w_initial": w0,
-                           "t_initial": float(cfg.epochs), "history": list(hist)})
-    return Baseline(net.eval(), w0, float(cfg.epochs), cfg, hist, seed, path)
+                           "t_initial": float(cfg.epochs), "history": list(hist), "record": asdict(rec)})
+    return Baseline(net.eval(), w0, float(cfg.epochs), cfg, hist, seed, path, rec)
 
 # %% ../nbs/06a_corpus.ipynb #6ad32210
 FEATURES = ("acc_gap", "loss_ratio", "acc_gap_recal", "loss_ratio_recal", "rel_dev", "log_tightness", "sparsity",
@@ -164,30 +194,50 @@ def recovery_columns(r:RetrainResult,          # from `retrain` with an accuracy
     return out
 
 # %% ../nbs/06a_corpus.ipynb #3b901070
+def _original_columns(base:Baseline, regime:str)->dict:
+    "The corpus row's record of how the original was trained."
+    r = base.record
+    return {"regime": regime, "orig_optimizer": r.optimizer, "orig_lr": r.lr, "orig_schedule": r.schedule,
+            "orig_iters": r.iterations, "orig_n_train": r.n_train, "orig_epochs": r.epochs, "orig_train_loss": r.train_loss}
+
+def _recipes_for(recipes, cfg:TrainConfig)->list[str]:
+    "The recipes to run: `rewind` is `paper` for a constant-lr original, so it is run once."
+    out = [check_choice(r, "recipes", RECIPES) for r in recipes]
+    return [r for r in out if not (r == "rewind" and cfg.schedule == "constant" and "paper" in out)]
+
 def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
                arch:str,                  # one of `CORPUS_ARCHS`
                method:str,                # one of `METHODS`
                amounts=None,              # fractions to prune; default `CORPUS_AMOUNTS` of the method's kind
                seed:int=0,                # seeds the original, the pruning and the batch order
-               recipes=RECIPES,           # retraining recipes (see `retrain_config`)
-               cap:float=CAP,             # retraining cap in epochs
+               recipes=V1_RECIPES,        # retraining recipes (see `retrain_config`)
+               cap:float|None=CAP,        # retraining cap in epochs; None: the original's own training length
                tolerances=TOLERANCES,     # accuracy tolerances read off every curve
-               n_train:int=8000,          # `corpus_data` sizes
+               n_train:int|None=8000,     # `corpus_data` sizes (None: the regime's)
                n_val:int=1000,            # ... and validation (pruning) images
                rel:float=0.1,             # relative resolution of the checks
                cache:str|Path|None=None,  # checkpoint folder of the originals
                device:str|torch.device="cpu", # where to compute
                progress:bool=True,        # show a progress bar over the amounts
+               regime:str="v1",           # how the original is trained (see `REGIMES`)
+               optimizer:str="adam",      # the original's optimiser (v2 regimes; see `ORIGINAL_OPTIMIZERS`)
+               crossing:str="first",      # when a check meets a tolerance (see `netdeviation.retraining.smoothed`)
               )->pd.DataFrame:            # one row per (amount, recipe): features, recovery columns and the curve
     "Prune one original at several amounts, measure every feature, retrain under each recipe and read the recovery."
     check_choice(method, "method", METHODS); device = check_device(device)
     kind = "connection" if method in CONNECTION_METHODS else "node"
+    if isinstance(amounts, (int, float)) or isinstance(amounts, str): raise TypeError(f"amounts: expected a list of fractions, e.g. [0.5, 0.9], got {amounts!r}")
     amounts = CORPUS_AMOUNTS[kind] if amounts is None else [check_float(a, "amounts", 0, 1, high_open=True) for a in amounts]
-    for r in recipes: check_choice(r, "recipes", RECIPES)
-    data = corpus_data(dataset, n_train, n_val, device=device)
-    if math.floor(check_float(cap, "cap", 0, low_open=True)*n_train/get_config("paper").batch_size) < 1:
-        raise ValueError(f"cap: {cap} epochs of {n_train} images is less than one optimiser step; pass a larger cap or n_train")
-    base = corpus_baseline(arch, data, seed, cache=cache, device=device)
+    tolerances = [check_float(t, "tolerances", 0, 1, low_open=True) for t in tolerances]
+    if not tolerances: raise ValueError("tolerances: expected at least one accuracy tolerance, e.g. [0.01, 0.02]")
+    cfg0, n_default = original_config(arch, regime, optimizer)
+    recipes = _recipes_for(recipes, cfg0)
+    check_choice(crossing, "crossing", ("first", "median3"))
+    data = corpus_data(dataset, n_default if n_train is None else n_train, n_val, device=device)
+    cap = float(cfg0.epochs) if cap is None else check_float(cap, "cap", 0, low_open=True)
+    if math.floor(cap*len(data.x_train)/cfg0.batch_size) < 1:
+        raise ValueError(f"cap: {cap} epochs of {len(data.x_train)} images is less than one optimiser step; pass a larger cap or n_train")
+    base = corpus_baseline(arch, data, seed, "paper" if regime == "v1" else cfg0, cache=cache, device=device)
     x = data.x_val
     grid = deviation_sweep(base.model, x, methods=(method,), amounts=AMOUNTS, seeds=(seed,), device=device, progress=False)
     scale = float(grid.dev.abs().max())  # D on the common grid: |dev| / max |dev| over the paper's amounts 10-80%
@@ -195,15 +245,16 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
     for amount in tqdm(amounts, desc=f"{dataset} {arch} {method}", disable=not progress):
         pruned = prune(base.model, method, amount, data=x, seed=seed, device=device)
         f = measure_features(pruned, base, data, method=method, activations=acts, device=device)
-        f["D_grid"] = abs(f["dev"])/scale if scale > 0 else 0.0
+        f["D_grid"] = abs(f["dev"])/scale if scale > 0 else math.inf
         for recipe in recipes:
             cfg = retrain_config(recipe, base.config)
             r = retrain(copy.deepcopy(pruned), data, base, cfg, eps=None, delta=min(tolerances), max_epochs=cap, seed=seed,
-                        device=device, progress=False, schedule="geometric", stop="target", rel=rel)
+                        device=device, progress=False, schedule="geometric", stop="target", rel=rel, crossing=crossing)
             rows.append({"dataset": dataset, "arch": arch, "method": method, "kind": kind, "amount": amount, "seed": seed,
                          "recipe": recipe, "lr": cfg.lr, "log_lr_ratio": math.log10(cfg.lr/base.config.lr),
+                         "retrain_optimizer": cfg.optimizer, "retrain_schedule": cfg.schedule, "crossing": crossing,
                          "batch_size": cfg.batch_size, "iters_per_epoch": len(data.x_train)/cfg.batch_size, "cap": cap,
-                         "cap_iters": math.floor(cap*len(data.x_train)/cfg.batch_size),
+                         "cap_iters": math.floor(cap*len(data.x_train)/cfg.batch_size), **_original_columns(base, regime),
                          **f, **recovery_columns(r, tolerances),
                          "curve": {k: r.checks[k].round(6).tolist() for k in ("step", "loss", "acc")}})
     return pd.DataFrame(rows)
@@ -266,4 +317,22 @@ def corpus_grid(archs=tuple(CORPUS_ARCHS),  # architectures (names in `CORPUS_AR
     return [{"arch": [a], "dataset": list(datasets), "method": [m],
              "amounts": [list(CORPUS_AMOUNTS["connection" if m in CONNECTION_METHODS else "node"])]} for a in archs for m in methods]
 
-CORPUS_FIXED = dict(seed=0, recipes=list(RECIPES), cap=CAP, n_train=8000, n_val=1000)  # the committed corpus's settings
+CORPUS_FIXED = dict(seed=0, recipes=list(V1_RECIPES), cap=CAP, n_train=8000, n_val=1000)  # the committed v1 corpus's settings
+
+V2_AMOUNTS = {"connection": (0.3, 0.6, 0.8, 0.9, 0.95), "node": (0.1, 0.3, 0.5, 0.7, 0.8)}
+V2_ARCH_ORDER = ("lenet_300_100", "lenet5", "bn_cnn_small", "resnet8_w4", "lenet5_caffe")  # cheapest first
+
+def corpus_grid_v2(archs=V2_ARCH_ORDER,        # architectures, in the order they run
+                   datasets=CORPUS_DATASETS,   # datasets
+                   seeds=(0, 1),               # seeds of the originals (and of pruning and batch order)
+                   regimes=("converged", "partial", "subset"), # how the originals are trained (see `REGIMES`)
+                   optimizers=tuple(ORIGINAL_OPTIMIZERS), # the originals' optimisers
+                   methods=METHODS,            # pruning methods
+                  )->list[dict]:               # grids for `netdeviation.sweeps.grid_spec`, in running order
+    "Corpus v2's grid: one template run per (architecture, seed, dataset, regime, optimiser, method); seed 0 of every architecture first."
+    return [{"arch": [a], "seed": [s], "dataset": [d], "regime": [r], "optimizer": [o], "method": [m],
+             "amounts": [list(V2_AMOUNTS["connection" if m in CONNECTION_METHODS else "node"])]}
+            for s in seeds for a in archs for d in datasets for r in regimes for o in optimizers for m in methods]
+
+CORPUS_V2_FIXED = dict(recipes=list(RECIPES), cap=None, n_train=None, n_val=5000, tolerances=list(V2_TOLERANCES),
+                       crossing="median3")  # v2: the cap is the original's length; all validation images

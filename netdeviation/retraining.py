@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -20,20 +21,22 @@ from .pruning import CONNECTION_METHODS, METHODS, prune
 from .training import Baseline, TrainConfig, evaluate, fit, get_config
 
 # %% auto #0
-__all__ = ['RETRAIN_CONFIGS', 'SCHEDULES', 'STOPS', 'TABLE_AMOUNTS', 'PAPER_TABLES', 'TABLE_COLUMNS', 'retrain_config',
-           'check_steps', 'RecoveryTime', 'RetrainResult', 'retrain', 'recovery_curve', 'retraining_table',
-           'as_paper_table']
+__all__ = ['RETRAIN_CONFIGS', 'SCHEDULES', 'STOPS', 'CROSSINGS', 'TABLE_AMOUNTS', 'PAPER_TABLES', 'TABLE_COLUMNS',
+           'retrain_config', 'check_steps', 'RecoveryTime', 'smoothed', 'RetrainResult', 'retrain', 'recovery_curve',
+           'retraining_table', 'as_paper_table']
 
 # %% ../nbs/06_retraining.ipynb #897de94e
-RETRAIN_CONFIGS = ("paper", "han")
+RETRAIN_CONFIGS = ("paper", "han", "rewind", "sgd_cosine")
 
-def retrain_config(config:str|TrainConfig="paper",           # 'paper', 'han' or a TrainConfig
+def retrain_config(config:str|TrainConfig="paper",           # 'paper', 'han', 'rewind', 'sgd_cosine' or a TrainConfig
                    train_config:str|TrainConfig="paper",     # the original training's config
                   )->TrainConfig:
-    "The `TrainConfig` for retraining: the training optimiser at constant lr (`paper`) or lr/10 (`han`)."
+    "The `TrainConfig` for retraining: constant training lr (`paper`), lr/10 (`han`), the original's schedule (`rewind`) or SGD-cosine."
     if isinstance(config, TrainConfig): return config
     if config not in RETRAIN_CONFIGS: raise ValueError(f"config: expected one of {list(RETRAIN_CONFIGS)} or a TrainConfig, got {config!r}")
     t = get_config(train_config)
+    if config == "rewind": return t
+    if config == "sgd_cosine": return replace(t, optimizer="sgd", lr=0.01, momentum=0.9, schedule="cosine")
     return replace(t, schedule="constant", lr=t.lr/10 if config == "han" else t.lr)
 
 # %% ../nbs/06_retraining.ipynb #917e824d
@@ -79,9 +82,21 @@ class RecoveryTime(NamedTuple):
                                    f"({self.lower_iterations} < iterations <= {self.iterations})")
         return f"not recovered by the last check ({self.lower_iterations} iterations, {self.lower_epochs:.3f} epochs)"
 
-def _first_meeting(curve:pd.DataFrame, loss:float|None, acc:float|None, combine:str="or")->RecoveryTime:
-    "The first row of `curve` with loss <= `loss` or/and acc >= `acc` (a None target is not used), and the row before it."
-    tests = [*([curve["loss"] <= loss] if loss is not None else []), *([curve["acc"] >= acc] if acc is not None else [])]
+CROSSINGS = ("first", "median3")  # a check meets a rule by itself, or by the median of the last three checks
+
+def smoothed(values,                # a curve's values (loss or accuracy), one per check, in order
+             crossing:str="first",  # 'first': the checks themselves; 'median3': the running median of the last three
+            )->np.ndarray:          # what a rule compares with its target, one per check
+    "The values a recovery rule compares: each check itself, or the median of it and the two before it (fewer at the start)."
+    check_choice(crossing, "crossing", CROSSINGS)
+    v = np.asarray(values, dtype=float)
+    if crossing == "first" or len(v) < 2: return v
+    return np.array([np.median(v[max(0, i - 2):i + 1]) for i in range(len(v))])
+
+def _first_meeting(curve:pd.DataFrame, loss:float|None, acc:float|None, combine:str="or", crossing:str="first")->RecoveryTime:
+    "The first row of `curve` whose (smoothed) loss <= `loss` or/and acc >= `acc` (a None target is not used), and the row before it."
+    sm = {k: pd.Series(smoothed(curve[k], crossing), index=curve.index) for k in ("loss", "acc")}
+    tests = [*([sm["loss"] <= loss] if loss is not None else []), *([sm["acc"] >= acc] if acc is not None else [])]
     ok = (tests[0] | tests[-1]) if combine == "or" else (tests[0] & tests[-1])
     hits = ok.to_numpy().nonzero()[0]
     if not len(hits): return RecoveryTime(None, None, int(curve["step"].iloc[-1]), float(curve["epochs"].iloc[-1]))
@@ -107,6 +122,8 @@ class RetrainResult:
     schedule:str="fixed"    # 'fixed' (every `check_every` steps) or 'geometric' (`check_steps`)
     stop:str="target"       # 'target' (stopped at the first check meeting the rule) or 'cap' (trained to the cap)
     rel:float|None=None     # the geometric schedule's relative resolution (None: fixed)
+    crossing:str="first"    # 'first' (a check meets the rule by itself) or 'median3' (the median of the last three checks does)
+    forecasts:pd.DataFrame|None=None # the live forecast made at each check (`retrain(..., forecast=...)`), else None
 
     @property
     def curve(self)->pd.DataFrame:
@@ -117,6 +134,7 @@ class RetrainResult:
                   eps:float|None=None,   # loss within ε of the original's: val loss <= L* + ε
                   delta:float|None=None, # accuracy within δ: val acc >= acc* − δ
                   combine:str="or",      # with both: 'or' (either, as the stop rule) or 'and' (both)
+                  crossing:str|None=None, # 'first' or 'median3' (see `smoothed`); None: this run's own
                  )->RecoveryTime:        # the first check meeting it, and the check before it
         "When the recorded curve first meets a tolerance (both None: this run's own stop rule), read off the curve."
         check_choice(combine, "combine", ("or", "and"))
@@ -124,7 +142,7 @@ class RetrainResult:
         else:
             loss = None if eps is None else self.reference["loss"] + check_float(eps, "eps", 0)
             acc = None if delta is None else self.reference["acc"] - check_float(delta, "delta", 0, 1)
-        return _first_meeting(self.curve, loss, acc, combine)
+        return _first_meeting(self.curve, loss, acc, combine, self.crossing if crossing is None else crossing)
 
     @property
     def status(self)->str:
@@ -158,6 +176,18 @@ def _check_stop(eps, delta, max_epochs, check_every, progress, schedule="fixed",
     check_choice(stop, "stop", STOPS)
     check_float(rel, "rel", 0, low_open=True)
 
+def _forecaster(forecast, target_acc:float|None, budget:int, crossing:str):
+    "The forecaster `retrain` updates at each check: None, a new one (True), or the user's, checked against this run's target."
+    if forecast is None or forecast is False: return None
+    if target_acc is None: raise ValueError("forecast: forecasts the time to an accuracy target; pass delta (e.g. delta=0.01) too")
+    from netdeviation.forecast import Forecaster  # the floor below: it imports nothing of retraining
+    if forecast is True: return Forecaster(target=target_acc, budget=budget, crossing=crossing)
+    if not isinstance(forecast, Forecaster): raise TypeError(f"forecast: expected True or a Forecaster, got {type(forecast).__name__}")
+    if abs(forecast.target - target_acc) > 1e-9:
+        raise ValueError(f"forecast: its target accuracy {forecast.target:.4f} is not this run's {target_acc:.4f} (original's accuracy − δ); "
+                         "build it for this run, e.g. `advice.forecaster(...)` or Forecaster(target=...)")
+    return forecast
+
 def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prune masks); trained in place
             data:Data,                     # a `Data` (or dict / 6-tuple): trains on `x_train`, checks on `data.pruning_data`
             original:Baseline|nn.Module,   # the unpruned original (a Baseline also gives the training config)
@@ -172,6 +202,8 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
             schedule:str="fixed",          # 'fixed': every `check_every` steps; 'geometric': at `check_steps(cap, rel)`
             stop:str="target",             # 'target': stop at the first check meeting the rule; 'cap': train to the cap, recording the whole curve
             rel:float=0.1,                 # the geometric schedule's relative resolution
+            crossing:str="first",          # 'first': a check meets the rule by itself; 'median3': the median of the last three checks must (see `smoothed`)
+            forecast=None,                 # True, or a `netdeviation.forecast.Forecaster`: forecast the time to the δ target at every check
            )->RetrainResult:
     "Fine-tune `pruned_model` with its masks fixed and a fresh optimiser until it recovers (or to the cap), checking on a schedule."
     ref_model, train_cfg = _reference(original)
@@ -179,27 +211,34 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
     data = as_data(data)
     cfg = retrain_config(config, train_cfg)
     _check_stop(eps, delta, max_epochs, check_every, progress, schedule, stop, rel)
-    check_int(seed, "seed", 0)
+    check_int(seed, "seed", 0); check_choice(crossing, "crossing", CROSSINGS)
     device = check_device(device)
     x, y = data.pruning_data
     n_train = len(data.x_train)
     reference = evaluate(ref_model, x, y, device=next(ref_model.parameters()).device)
     target = {"loss": None if eps is None else reference["loss"] + eps, "acc": None if delta is None else reference["acc"] - delta}
     max_steps = math.floor(max_epochs*n_train/cfg.batch_size)
-    when, checks, hit = set(_schedule(max_steps, schedule, check_every, rel)), [], None
+    fc = _forecaster(forecast, target["acc"], max_steps, crossing)
+    when, checks, hit, told = set(_schedule(max_steps, schedule, check_every, rel)), [], None, []
+    bar = tqdm(total=max_steps, desc="retrain", disable=not (progress and fc is not None), leave=False)
     def check(step:int, model:nn.Module):
         nonlocal hit
         r = evaluate(model, x, y, device=device)
         checks.append({"step": step, "epochs": step*cfg.batch_size/n_train, **r})
-        if hit is None and ((target["loss"] is not None and r["loss"] <= target["loss"]) or
-                            (target["acc"] is not None and r["acc"] >= target["acc"])): hit = len(checks) - 1
+        loss, acc = (smoothed([c[k] for c in checks[-3:]], crossing)[-1] for k in ("loss", "acc"))
+        if hit is None and ((target["loss"] is not None and loss <= target["loss"]) or
+                            (target["acc"] is not None and acc >= target["acc"])): hit = len(checks) - 1
+        if fc is not None:
+            f = fc.update(step, r["acc"], r["loss"]); told.append({"step": step, **f.to_dict()})
+            bar.update(step - bar.n); bar.set_postfix_str(f.short())
     check(0, pruned_model.to(device))
     def on_step(step, model):
         if step in when: check(step, model)
         return step >= max_steps or (stop == "target" and hit is not None)
     if max_steps > 0 and (hit is None or stop == "cap"):
-        fit(pruned_model, data, cfg, seed=seed, device=device, epochs=math.ceil(max_epochs), on_step=on_step,
-            eval_test=False, progress=progress)
+        fit(pruned_model, data, cfg, seed=seed, device=device, epochs=math.ceil(max_epochs), steps=max_steps, on_step=on_step,
+            eval_test=False, progress=progress and fc is None)
+    bar.close()
     done, curve = hit is not None, pd.DataFrame(checks)
     at = checks[hit] if done else None
     if schedule == "fixed": resolution = check_every*cfg.batch_size/n_train
@@ -208,7 +247,7 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
         resolution = checks[k]["epochs"] - checks[max(k - 1, 0)]["epochs"]
     return RetrainResult(done, at["step"] if done else None, at["epochs"] if done else None, checks[-1]["step"], max_epochs,
                          resolution, reference, target, dict(checks[0]), dict(checks[-1]), curve, cfg, pruned_model,
-                         schedule, stop, rel if schedule == "geometric" else None)
+                         schedule, stop, rel if schedule == "geometric" else None, crossing, pd.DataFrame(told) if fc is not None else None)
 
 def recovery_curve(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prune masks); trained in place
                    data:Data,                     # a `Data` (or dict / 6-tuple)

@@ -4,9 +4,9 @@
 
 # %% ../nbs/02_training.ipynb #a106b1d4
 from __future__ import annotations
-import copy, hashlib, io, json, os, random, time, warnings
+import copy, hashlib, io, json, math, os, random, time, warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,8 +24,8 @@ from .graph import eval_mode
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'CONFIGS', 'seed_everything', 'TrainConfig', 'get_config', 'make_optimizer', 'evaluate', 'History',
-           'fit', 'state_equal', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Baseline', 'baseline_path',
-           'train_baseline', 'get_baseline']
+           'fit', 'state_equal', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'TrainRecord', 'Baseline',
+           'baseline_path', 'train_baseline', 'get_baseline']
 
 # %% ../nbs/02_training.ipynb #22b54f08
 def seed_everything(seed:int, # the seed for `random`, NumPy and torch
@@ -143,6 +143,7 @@ def fit(model:nn.Module,                    # trained in place; left in train mo
         seed:int=0,                         # seeds the batch order
         device:str|torch.device="cpu",      # where to train
         epochs:int|None=None,               # overrides `config.epochs`
+        steps:int|None=None,                # stop after this many optimiser steps; also the schedule's horizon (cosine reaches 0 there)
         on_step:Callable|None=None,         # `on_step(step, model) -> bool`, True stops training
         eval_test:bool=True,                # also record test accuracy each epoch
         progress:bool=True,                 # show a progress bar
@@ -150,6 +151,7 @@ def fit(model:nn.Module,                    # trained in place; left in train mo
     "Train `model` with a fresh optimiser of `config` over in-memory minibatches; it is left in train mode."
     config, device, seed = get_config(config), check_device(device), check_int(seed, "seed")
     epochs = config.epochs if epochs is None else check_int(epochs, "epochs", 1)
+    if steps is not None: check_int(steps, "steps", 1)
     if on_step is not None and not callable(on_step): raise TypeError(f"on_step: expected a function `on_step(step, model) -> bool` or None, got {type(on_step).__name__}")
     _check_model(model).to(device).train()
     data = _check_data(data, model, device)
@@ -157,7 +159,8 @@ def fit(model:nn.Module,                    # trained in place; left in train mo
     g = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model, config)
     steps_per_epoch = -(-len(x)//config.batch_size)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs*steps_per_epoch))
+    if steps is not None: epochs = max(epochs, -(-steps//steps_per_epoch))  # enough epochs to take `steps` steps
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps or epochs*steps_per_epoch))
              if config.schedule == "cosine" else None)
     hist, step = History(), 0
     def record(epoch, train_loss, **extra):
@@ -175,6 +178,9 @@ def fit(model:nn.Module,                    # trained in place; left in train mo
             total += loss.item()*len(idx); step += 1
             if on_step is not None and on_step(step, model):
                 record(epoch + (i+1)/steps_per_epoch, total/((i+1)*config.batch_size), stopped=True)
+                return hist
+            if steps is not None and step >= steps:
+                record(epoch + (i+1)/steps_per_epoch, total/((i+1)*config.batch_size))
                 return hist
         record(epoch+1, total/len(x))
         bar.set_postfix(val_acc=f"{hist[-1]['val_acc']:.4f}")
@@ -225,6 +231,66 @@ def load_checkpoint(path:str|Path, # a `.pt` file written by `save_checkpoint`, 
         raise CheckpointError(f"checkpoint '{path}' matches its SHA-256 but cannot be loaded "
                               f"({type(e).__name__}: {first}): it is corrupt") from None
 
+# %% ../nbs/02_training.ipynb #24c7f16c
+_RECORD_FLOATS = ("lr", "final_lr", "train_loss", "train_acc")
+
+@dataclass(frozen=True)
+class TrainRecord:
+    "What is known of the original's training run; `None` where unknown (never guessed)."
+    iterations:int|None=None    # optimiser steps of the whole run, $T$
+    n_train:int|None=None       # training images it saw
+    batch_size:int|None=None    # minibatch size
+    optimizer:str|None=None     # 'sgd', 'adam' or another optimiser's name
+    lr:float|None=None          # peak learning rate
+    final_lr:float|None=None    # learning rate at the end of the run (0 after a full cosine decay)
+    schedule:str|None=None      # 'constant', 'cosine', 'step' or another schedule's name
+    train_loss:float|None=None  # final training loss (mean over the last epoch)
+    train_acc:float|None=None   # final training accuracy, if measured
+
+    def __post_init__(self):
+        for k in ("iterations", "n_train", "batch_size"):
+            if getattr(self, k) is not None: object.__setattr__(self, k, check_int(getattr(self, k), f"record.{k}", 1))
+        for k in _RECORD_FLOATS:
+            if getattr(self, k) is not None:
+                object.__setattr__(self, k, check_float(getattr(self, k), f"record.{k}", 0, 1 if k == "train_acc" else None))
+        for k in ("optimizer", "schedule"):
+            v = getattr(self, k)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise TypeError(f"record.{k}: expected a name such as {'sgd' if k == 'optimizer' else 'cosine'!r} (or None: unknown), got {v!r}")
+
+    @property
+    def epochs(self)->float|None:
+        "Passes over the training set: iterations × batch size / n_train (None when any is unknown)."
+        if None in (self.iterations, self.batch_size, self.n_train): return None
+        return self.iterations*self.batch_size/self.n_train
+
+    @property
+    def unknown(self)->tuple[str, ...]:
+        "The fields not known."
+        return tuple(k for k in self.__dataclass_fields__ if getattr(self, k) is None)
+
+    @classmethod
+    def from_fit(cls, config:TrainConfig,   # the config `fit` trained with
+                 n_train:int|None,          # its training images (None: unknown)
+                 history:History,           # what `fit` returned
+                )->TrainRecord:
+        "The record of a `fit` run: its steps, config, final learning rate and last training loss."
+        last = history[-1] if len(history) else {}
+        steps = last.get("step")
+        final = 0.0 if config.schedule == "cosine" else config.lr
+        return cls(steps, n_train, config.batch_size, config.optimizer, config.lr, final, config.schedule, last.get("train_loss"))
+
+    @classmethod
+    def of(cls, record, # a `TrainRecord`, a dict of its fields, or None
+          )->TrainRecord:
+        "`record` as a `TrainRecord` (None: all unknown); a clear error naming unknown keys."
+        if record is None: return cls()
+        if isinstance(record, cls): return record
+        if not isinstance(record, dict): raise TypeError(f"record: expected a TrainRecord or a dict of its fields, got {type(record).__name__}")
+        bad = sorted(set(record) - set(cls.__dataclass_fields__))
+        if bad: raise ValueError(f"record: unknown fields {bad}; the fields are {list(cls.__dataclass_fields__)}")
+        return cls(**record)
+
 # %% ../nbs/02_training.ipynb #26fe3b7e
 @dataclass
 class Baseline:
@@ -236,6 +302,7 @@ class Baseline:
     history:History        # per-epoch records
     seed:int|None          # seed of initialisation and batch order (None: unknown)
     path:Path|None=None    # its checkpoint
+    record:TrainRecord=field(default_factory=TrainRecord) # what is known of its training run (length, data, optimiser, schedule)
 
     @property
     def test_acc(self)->float|None:
@@ -258,18 +325,20 @@ class Baseline:
                    t_initial:float|None=None,            # epochs its training took, if known
                    config:str|TrainConfig="default",     # the optimiser it was trained with: η and batch size of bounds and retraining
                    seed:int|None=None,                   # its seed, if known
+                   record:TrainRecord|dict|None=None,    # its training run, as far as known: steps, n_train, optimiser, lr, schedule, final loss
                   )->Baseline:
         "A `Baseline` of a model trained elsewhere; bounds that need an unknown `W_initial` or `t_initial` say so in their status."
         _check_model(model); cfg = get_config(config)
         w_initial = _check_initial(model, w_initial)
         if t_initial is not None: t_initial = check_float(t_initial, "t_initial", 0, low_open=True)
         if seed is not None: seed = check_int(seed, "seed")
+        record = TrainRecord.of(record)
         history = History()
         if data is not None:
             d, p = as_data(data), next(model.parameters(), None)
             r = evaluate(model, d.x_test, d.y_test, device=p.device if p is not None else "cpu")
             history.append({"test_loss": r["loss"], "test_acc": r["acc"]})
-        return cls(model, w_initial, t_initial, cfg, history, seed)
+        return cls(model, w_initial, t_initial, cfg, history, seed, record=record)
 
 def _check_initial(model:nn.Module, w_initial)->dict|None:
     "`w_initial` as a detached copy of a state dict with `model`'s keys and shapes; a clear error otherwise."
@@ -313,7 +382,8 @@ def _from_checkpoint(ck, model:str, act:str, config:str, seed:int, path:Path, de
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"checkpoint '{path}' does not hold a {model}-{act} baseline "
                               f"({type(e).__name__}: {str(e).strip()[:200]}): it is corrupt") from None
-    return Baseline(net.to(device).eval(), w_initial, t_initial, get_config(config), history, seed, path)
+    rec = TrainRecord.of(ck["record"]) if "record" in ck else TrainRecord.from_fit(get_config(config), None, history)
+    return Baseline(net.to(device).eval(), w_initial, t_initial, get_config(config), history, seed, path, rec)
 
 def _move_aside(path:Path)->Path|None:
     "Rename a bad checkpoint (and its sidecar) to `<name>.corrupt-<timestamp>`; its new name, None if it could not be moved."
@@ -342,7 +412,7 @@ def train_baseline(model:str,                     # a name in `MODELS`
     net = get_model(model, act=act)
     w_initial = copy.deepcopy(net.state_dict())
     hist = fit(net, data, cfg, seed=seed, device=device, progress=progress)
-    return Baseline(net.eval(), w_initial, float(cfg.epochs), cfg, hist, seed)
+    return Baseline(net.eval(), w_initial, float(cfg.epochs), cfg, hist, seed, record=TrainRecord.from_fit(cfg, len(data.x_train), hist))
 
 def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`
                  config:str="default",            # a name in `CONFIGS`
@@ -367,6 +437,6 @@ def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`
     b = train_baseline(model, config, seed, act, data, device, progress)
     save_checkpoint(path, {"state": {k: v.cpu() for k, v in b.model.state_dict().items()},
                            "w_initial": {k: v.cpu() for k, v in b.w_initial.items()},
-                           "t_initial": b.t_initial, "history": list(b.history), "config": asdict(b.config)})
+                           "t_initial": b.t_initial, "history": list(b.history), "config": asdict(b.config), "record": asdict(b.record)})
     b.path = path
     return b

@@ -330,9 +330,10 @@ def corpus_grid_v2(archs=V2_ARCH_ORDER,        # architectures, in the order the
                    methods=METHODS,            # pruning methods
                   )->list[dict]:               # grids for `netdeviation.sweeps.grid_spec`, in running order
     "Corpus v2's grid: one template run per (architecture, seed, dataset, regime, optimiser, method); seed 0 of every architecture first."
-    return [{"arch": [a], "seed": [s], "dataset": [d], "regime": [r], "optimizer": [o], "method": [m],
-             "amounts": [list(V2_AMOUNTS["connection" if m in CONNECTION_METHODS else "node"])]}
-            for s in seeds for a in archs for d in datasets for r in regimes for o in optimizers for m in methods]
+    def run(a, s, d, r, o, m):
+        cfg, n = original_config(a, r, o)  # the cap: the original's own length, in epochs of its own data
+        return {"arch": [a], "seed": [s], "dataset": [d], "regime": [r], "optimizer": [o], "method": [m], "n_train": [n],
+                "cap": [float(cfg.epochs)], "amounts": [list(V2_AMOUNTS["connection" if m in CONNECTION_METHODS else "node"])]}
+    return [run(a, s, d, r, o, m) for s in seeds for a in archs for d in datasets for r in regimes for o in optimizers for m in methods]
 
-CORPUS_V2_FIXED = dict(recipes=list(RECIPES), cap=None, n_train=None, n_val=5000, tolerances=list(V2_TOLERANCES),
-                       crossing="median3")  # v2: the cap is the original's length; all validation images
+CORPUS_V2_FIXED = dict(recipes=list(RECIPES), n_val=5000, tolerances=list(V2_TOLERANCES), crossing="median3")  # all validation images

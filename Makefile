@@ -39,7 +39,7 @@ test-slow: $(STAMP)
 # the package's copy the shipped advisor is fitted on, and the benchmark page's stored outputs.
 CORPUS_RUNS ?= $(CURDIR)/_runs
 corpus: $(STAMP)
-	$(BIN)/python -c "from netdeviation.advisor import build_corpus; build_corpus('$(CORPUS_RUNS)', 'nbs/results/corpus', package=True)"
+	$(BIN)/python -c "from netdeviation.advisor import build_corpus; build_corpus('$(CORPUS_RUNS)', 'nbs/results', package=True)"
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -28,8 +28,8 @@ from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRec
 __all__ = ['CORPUS_DATASETS', 'RECIPES', 'V1_RECIPES', 'CORPUS_AMOUNTS', 'TOLERANCES', 'CAP', 'CORPUS_ARCHS', 'REGIMES',
            'ORIGINAL_OPTIMIZERS', 'CONVERGED_EPOCHS', 'V2_TOLERANCES', 'FEATURES', 'STATUSES', 'CORPUS_FIXED',
            'V2_AMOUNTS', 'V2_ARCH_ORDER', 'CORPUS_V2_FIXED', 'original_config', 'corpus_data', 'corpus_baseline',
-           'mask_kind', 'measure_features', 'recovery_columns', 'corpus_run', 'corpus_table', 'save_corpus',
-           'corpus_grid', 'corpus_grid_v2']
+           'mask_kind', 'measure_features', 'recovery_columns', 'corpus_run', 'corpus_table', 'check_noise',
+           'save_corpus', 'corpus_grid', 'corpus_grid_v2']
 
 # %% ../nbs/06a_corpus.ipynb #42699b41
 CORPUS_DATASETS = ("mnist", "fashion_mnist")
@@ -265,9 +265,10 @@ def corpus_table(rows:pd.DataFrame,   # rows of the corpus sweep (`netdeviation.
     "Split corpus rows into one row per run and the long table of their recovery curves."
     if not isinstance(rows, pd.DataFrame) or "curve" not in rows:
         raise ValueError("rows: expected the rows of a corpus sweep (with a 'curve' column); collect them with `netdeviation.sweeps.collect`")
-    keys = ["dataset", "arch", "method", "amount", "seed", "recipe"]
+    keys = [k for k in ("dataset", "arch", "regime", "orig_optimizer", "method", "amount", "seed", "recipe") if k in rows]
     rows = rows.sort_values(keys, kind="stable").reset_index(drop=True)
-    runs = rows.drop(columns=["curve"] + [c for c in ("sweep", "run_id", "status", "result_path", "amounts", "recipes") if c in rows])
+    params = ("sweep", "run_id", "status", "result_path", "amounts", "recipes", "tolerances", "optimizer")  # the sweep's, not the run's
+    runs = rows.drop(columns=["curve"] + [c for c in params if c in rows])
     runs.insert(0, "run", np.arange(len(rows)))
     curves = pd.concat([pd.DataFrame({"run": i, **c}) for i, c in enumerate(rows.curve)], ignore_index=True)
     curves.insert(2, "epochs", curves.step/runs.iters_per_epoch.to_numpy()[curves.run])
@@ -277,35 +278,48 @@ def corpus_table(rows:pd.DataFrame,   # rows of the corpus sweep (`netdeviation.
 def _atomic_text(path:Path, text:str):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp"); tmp.write_text(text); os.replace(tmp, path)
 
+def check_noise(curves:pd.DataFrame, # a corpus's curves (`corpus_table`): run, step, acc
+               )->float:             # the median over runs of the check-to-check standard deviation of accuracy
+    "The validation noise of a corpus: per run, the robust spread of successive accuracy differences over the later half of its checks, / √2."
+    def one(c):
+        d = np.diff(c.acc.to_numpy()[len(c)//2:])
+        return 1.4826*np.median(np.abs(d - np.median(d)))/math.sqrt(2) if len(d) >= 4 else np.nan
+    return float(np.nanmedian([one(c) for _, c in curves.groupby("run")]))
+
 def _readme(runs:pd.DataFrame, curves:pd.DataFrame)->str:
-    st = {t: runs[f"status_{t:g}"].value_counts().reindex(list(STATUSES), fill_value=0).to_dict() for t in TOLERANCES}
-    grid = ", ".join(f"{k}s: {runs[k].nunique()}" for k in ("dataset", "arch", "method", "recipe", "seed")) + f", amounts per method: {int(runs.groupby('method').amount.nunique().max())}"
+    tols = sorted(float(c.split("_", 1)[1]) for c in runs if c.startswith("status_"))
+    st = {t: runs[f"status_{t:g}"].value_counts().reindex(list(STATUSES), fill_value=0).to_dict() for t in tols}
+    grid = ", ".join(f"{k}s: {runs[k].nunique()}" for k in ("dataset", "arch", "regime", "orig_optimizer", "method", "recipe", "seed") if k in runs) + \
+           f", amounts per method: {int(runs.groupby('method').amount.nunique().max())}"
+    n_val, acc = (int(runs.n_val.median()) if "n_val" in runs else None), float(runs.ref_acc.median())
+    sampling = f"; sampling alone gives √(p(1−p)/n) = {math.sqrt(acc*(1 - acc)/n_val):.4f} at the median original accuracy {acc:.4f} on {n_val} validation images" if n_val else ""
     lines = [f"# The recoverability corpus", "",
              f"{len(runs)} retraining runs ({grid}), {len(curves)} checks in all; written by `netdeviation.corpus.save_corpus` "
-             "from the `corpus` sweep (`make corpus` regenerates it).", "",
-             "- `corpus.csv`: one row per run: the grid keys, every feature measured before retraining (see "
-             "`netdeviation.corpus.FEATURES` and the raw quantities beside them), and per accuracy tolerance δ the "
-             "iterations to come within δ of the original's validation accuracy (`iters_δ`, the first check meeting it), "
-             "the check before it (`lower_δ`) and the class (`status_δ`: none / recovered / censored).",
+             "from the corpus sweep (`make corpus` regenerates it).", "",
+             "- `corpus.csv`: one row per run: the grid keys, how the original was trained (v2: `regime`, `orig_*`), every feature "
+             "measured before retraining (see `netdeviation.corpus.FEATURES` and the raw quantities beside them), and per accuracy "
+             "tolerance δ the iterations to come within δ of the original's validation accuracy (`iters_δ`, the first check "
+             "meeting it under the run's `crossing` rule), the check before it (`lower_δ`) and the class (`status_δ`: none / "
+             "recovered / censored).",
              "- `curves.csv`: every check of every run: `run`, `step`, `epochs`, validation `loss` and `acc`. A run "
              "stops at the first check within the strictest δ, or at the cap.", "",
              "| δ | " + " | ".join(STATUSES) + " |", "|---|" + "---|"*len(STATUSES),
-             *[f"| {t:g} | " + " | ".join(str(st[t][s]) for s in STATUSES) + " |" for t in TOLERANCES], "",
+             *[f"| {t:g} | " + " | ".join(str(st[t][s]) for s in STATUSES) + " |" for t in tols], "",
+             f"Validation noise: the check-to-check standard deviation of accuracy (`check_noise`) has a median of "
+             f"{check_noise(curves):.4f} over runs{sampling}. Crossing rule: {', '.join(sorted(runs.crossing.unique())) if 'crossing' in runs else 'first'}.", "",
              "Numbers measured on one CPU; another machine gives slightly different last digits and, near a tolerance, "
              "an iteration count one check earlier or later."]
     return "\n".join(lines) + "\n"
 
 def save_corpus(rows:pd.DataFrame,        # the rows of a corpus sweep (`netdeviation.sweeps.collect`)
                 out_dir:str|Path,         # the committed folder, e.g. nbs/results/corpus
-                package:bool=False,       # also write the package's `advisor_corpus.csv`
                )->dict:                   # name -> path written
-    "Write the corpus tables and their README (atomically); optionally the package's copy the shipped advisor uses."
+    "Write the corpus tables and their README, atomically."
     runs, curves = corpus_table(rows)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     files = {"corpus": out/"corpus.csv", "curves": out/"curves.csv", "readme": out/"README.md"}
     _atomic_text(files["corpus"], runs.to_csv(index=False)); _atomic_text(files["curves"], curves.to_csv(index=False, float_format="%.6g"))
     _atomic_text(files["readme"], _readme(runs, curves))
-    if package: files["package"] = Path(__file__).parent/"advisor_corpus.csv"; _atomic_text(files["package"], runs.to_csv(index=False))
     return files
 
 # %% ../nbs/06a_corpus.ipynb #9dfb6a38

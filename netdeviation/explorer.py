@@ -82,7 +82,7 @@ def fmt(v:float,       # the number
 # %% ../nbs/09_explorer.ipynb #22137e5e
 _ANSWERS = {"none": ("none needed", "already within δ of the original's validation accuracy"),  # status -> value, note
             "recovers": ("recovers", "retrain, with the cap and the stop rule below"),
-            "unlikely": ("unlikely", "to recover within the corpus cap")}
+            "unlikely": ("unlikely", "to recover within the cap asked about: prune less, or retrain longer")}
 
 @dataclass(repr=False)
 class Exploration:
@@ -123,7 +123,7 @@ class Exploration:
         a = self.advice; e = lambda v: v/a.iters_per_epoch
         g = f"how long to retrain: the advisor's answer, in epochs (δ = {a.tolerance:g}, recipe '{a.recipe}')"
         iv = lambda lo, hi: "—" if a.status == "none" else f"{fmt(e(lo))}–{fmt(e(hi))}"
-        cap = ("the corpus cap: recovery within it is unlikely" if a.status == "unlikely" else
+        cap = ("the original's training length: recovery within the cap is unlikely" if a.status == "unlikely" else
                "none needed" if a.status == "none" else "the 95% interval's upper end")
         return [(g, "answer", _ANSWERS[a.status][0], f"{_ANSWERS[a.status][1]} (advisor {a.advisor})"),
                 (g, "predicted", fmt(a.epochs), f"median, {a.iterations:,.0f} iterations"),
@@ -131,6 +131,7 @@ class Exploration:
                 (g, "95% interval", iv(*a.interval95), "prediction interval"),
                 (g, f"P(recover within {fmt(a.cap)} epochs)", f"{a.p_recover:.2f}", "the cap `advise` asks about"),
                 (g, "recommended cap", fmt(a.recommended_cap), cap),
+                (g, "domain", "inside the corpus" if a.in_domain else "OUT OF DOMAIN", a.out_of_domain or "intervals as calibrated"),
                 (g, "stop rule", "", a.stop_rule)]
 
     def table(self)->pd.DataFrame:

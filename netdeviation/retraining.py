@@ -176,12 +176,13 @@ def _check_stop(eps, delta, max_epochs, check_every, progress, schedule="fixed",
     check_choice(stop, "stop", STOPS)
     check_float(rel, "rel", 0, low_open=True)
 
-def _forecaster(forecast, target_acc:float|None, budget:int, crossing:str):
+def _forecaster(forecast, reference:float, delta:float|None, budget:int, crossing:str):
     "The forecaster `retrain` updates at each check: None, a new one (True), or the user's, checked against this run's target."
     if forecast is None or forecast is False: return None
-    if target_acc is None: raise ValueError("forecast: forecasts the time to an accuracy target; pass delta (e.g. delta=0.01) too")
+    if delta is None: raise ValueError("forecast: forecasts the time to an accuracy target; pass delta (e.g. delta=0.01) too")
     from netdeviation.forecast import Forecaster  # the floor below: it imports nothing of retraining
-    if forecast is True: return Forecaster(target=target_acc, budget=budget, crossing=crossing)
+    target_acc = reference - delta
+    if forecast is True: return Forecaster(reference=reference, delta=delta, budget=budget, crossing=crossing)
     if not isinstance(forecast, Forecaster): raise TypeError(f"forecast: expected True or a Forecaster, got {type(forecast).__name__}")
     if abs(forecast.target - target_acc) > 1e-9:
         raise ValueError(f"forecast: its target accuracy {forecast.target:.4f} is not this run's {target_acc:.4f} (original's accuracy − δ); "
@@ -218,7 +219,7 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
     reference = evaluate(ref_model, x, y, device=next(ref_model.parameters()).device)
     target = {"loss": None if eps is None else reference["loss"] + eps, "acc": None if delta is None else reference["acc"] - delta}
     max_steps = math.floor(max_epochs*n_train/cfg.batch_size)
-    fc = _forecaster(forecast, target["acc"], max_steps, crossing)
+    fc = _forecaster(forecast, reference["acc"], delta, max_steps, crossing)
     when, checks, hit, told = set(_schedule(max_steps, schedule, check_every, rel)), [], None, []
     bar = tqdm(total=max_steps, desc="retrain", disable=not (progress and fc is not None), leave=False)
     def check(step:int, model:nn.Module):

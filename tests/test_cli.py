@@ -1,14 +1,14 @@
 """The `netdeviation` command as a user meets it: from a folder outside the clone with the default, relative runs
 folder; and bad input, which must give one line naming the parameter, an exit status that says what happened, and
 never a traceback. The toy template and the fake net_deviation template come from test_sweeps."""
-import json, os, shutil, socket, subprocess, sys, time
+import json, os, shutil, socket, subprocess, sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import netdeviation
-from netdeviation.cli import EXIT_ERROR, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, main
+from netdeviation.cli import DASK_TIMEOUT, EXIT_ERROR, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, main
 from netdeviation.sweeps import collect, lock_folder, run_id, run_sweep
 from test_sweeps import FAKE_BODY, _notebook, toy  # noqa: F401  (toy is a fixture)
 
@@ -164,12 +164,17 @@ def test_bad_grid_files(grids, capsys, monkeypatch, case):
 
 
 def test_unreachable_dask_is_time_boxed(grids, capsys, monkeypatch):
-    "A Dask address where nothing listens: one line naming --dask within seconds (the client's own default is 30 s)."
-    pytest.importorskip("distributed")
+    "A Dask address where nothing listens: the client is told to give up sooner than its own default; one line naming --dask."
+    distributed = pytest.importorskip("distributed")
+    from dask import config
+    from dask.utils import parse_timedelta
+    asked, Client = [], distributed.Client
+    monkeypatch.setattr(distributed, "Client", lambda *a, **k: asked.append(k) or Client(*a, **k))  # records, then connects
     monkeypatch.chdir(grids)
-    t = time.perf_counter()
     code, _, err = _cli(["sweep", "g.toml", "--dask", "tcp://127.0.0.1:9"], capsys)
-    assert code == EXIT_ERROR and "--dask: could not connect" in _one_error(err) and time.perf_counter() - t < 25
+    assert code == EXIT_ERROR and "--dask: could not connect" in _one_error(err) and f"waited at most {DASK_TIMEOUT:g} s" in err
+    assert [k.get("timeout") for k in asked] == [DASK_TIMEOUT], asked
+    assert 0 < DASK_TIMEOUT < parse_timedelta(config.get("distributed.comm.timeouts.connect"), "s")
     assert not (grids/"runs").exists()
 
 

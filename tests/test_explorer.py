@@ -17,11 +17,17 @@ print(json.dumps({"controls": [w.model_id for w in ui.controls.values()], "amoun
                   "status": ui.status.model_id, "table": ui.table.model_id, "figure": ui.figure.model_id}))"""
 
 
+def _iopub(kc)->dict:
+    "The kernel's next iopub message; after 300 s of silence the kernel has hung."
+    try: return kc.get_iopub_msg(timeout=300)
+    except queue.Empty: raise AssertionError("the kernel sent nothing for 300 s: it hung") from None
+
+
 def _execute(kc, code:str)->str:
     "Run `code` in the kernel; its stdout."
     msg_id, out = kc.execute(code), []
     while True:
-        m = kc.get_iopub_msg(timeout=300)
+        m = _iopub(kc)
         if m["parent_header"].get("msg_id") != msg_id: continue
         if m["msg_type"] == "stream": out.append(m["content"]["text"])
         if m["msg_type"] == "error": raise AssertionError("\n".join(m["content"]["traceback"]))
@@ -42,7 +48,7 @@ def _move(kc, comm_id:str, index:int)->list:
     kc.shell_channel.send(msg)
     events = []  # (comm_id, state) of every widget update the kernel publishes, in order
     while True:
-        m = kc.get_iopub_msg(timeout=300)
+        m = _iopub(kc)
         if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update":
             state = dict(m["content"]["data"]["state"])
             for path in m["content"]["data"].get("buffer_paths", []): state[path[0]] = "<buffer>"

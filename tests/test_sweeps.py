@@ -25,11 +25,15 @@ def _notebook(path:Path, parameters:str, body:str, setup:str="from netdeviation.
 
 @pytest.fixture(scope="session")
 def toy(tmp_path_factory)->Path:
-    "A template: squares `x`, optionally sleeps first or fails, and saves one number and two rows."
+    "A template: squares `x`, optionally sleeps first or fails, and saves one number and two rows (or waits: `TOY_HOLD`)."
     return _notebook(tmp_path_factory.mktemp("toy")/"toy.ipynb", "x = 1.0\nsleep = 0.0\nfail = False\nresult_path = None",
-                     "time.sleep(sleep)\nif fail: raise ValueError(f'x={x} was asked to fail')\n"
+                     "time.sleep(sleep)\n" + TOY_HOLD + "if fail: raise ValueError(f'x={x} was asked to fail')\n"
                      "save_result(result_path, square=x**2, rows=[{'k': k, 'kx': k*x} for k in (1, 2)])",
-                     "import time\nfrom netdeviation.sweeps import save_result")
+                     "import glob, os, time\nfrom netdeviation.sweeps import save_result")
+
+# With TOY_HOLD=n in its environment, a run that starts after n runs of its sweep finished waits (at most 10 min) to be killed.
+TOY_HOLD = ("if len(glob.glob('../*/metrics.json')) >= int(os.environ.get('TOY_HOLD', 1e9)):\n"
+            "    for _ in range(6000): time.sleep(0.1)\n")
 
 
 @pytest.fixture(scope="session")
@@ -62,15 +66,16 @@ if __name__ == "__main__":  # the process pool starts workers with spawn, which 
 def test_kill9_then_resume_equals_uninterrupted(toy, reference, tmp_path):
     runs = tmp_path/"runs"
     (script := tmp_path/"sweep.py").write_text(SWEEP_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(toy), str(runs)], start_new_session=True)
-    deadline = time.time() + 300
-    while len(list((runs/"s").glob("*/metrics.json"))) < 2:
-        assert proc.poll() is None and time.time() < deadline, "the sweep ended (or hung) before it could be killed"
+    proc = subprocess.Popen([sys.executable, str(script), str(toy), str(runs)], start_new_session=True,
+                            env={**os.environ, "TOY_HOLD": "2"})  # the third run waits, however slow the machine
+    deadline = time.time() + 300  # a guard against a hang only: the runs themselves wait for the kill
+    while len(list((runs/"s").glob("*/params.json"))) < 3:
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended, or hung, before its third run started"
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its worker and its in-flight run: a crash, mid-run
     proc.wait()
     done_before = len(list((runs/"s").glob("*/metrics.json")))
-    assert 2 <= done_before < 4, "the kill came too late to interrupt anything"
+    assert done_before == 2, f"{done_before} runs finished: the third should still have been waiting"
     res = run_sweep(toy, GRID, FIXED, name="s", runs_dir=runs, workers=2, progress=False)
     assert res.count("skipped") == done_before and res.count("done") == 4 - done_before and not res.errors
     got = collect(runs, level="runs")
@@ -144,7 +149,7 @@ me.with_suffix(".ready").touch()
 while not (root.parent/"go").exists(): time.sleep(0.001)
 try:
     with lock_folder(root):
-        t0 = time.time(); time.sleep(0.2); rec = {"held": [t0, time.time()]}
+        t0 = time.monotonic(); time.sleep(0.2); rec = {"held": [t0, time.monotonic()]}  # one clock for all processes
 except SweepLockedError as e: rec = {"refused": str(e)}
 me.write_text(json.dumps(rec))
 """

@@ -1,268 +1,599 @@
-"""The retraining advisor (nbs/06b_advisor.ipynb) on a SYNTHETIC corpus whose truth is known: iterations are a
-known function of acc_gap/δ and the recipe's lr times log-normal noise, censored above the cap, 'none' when the start
-already meets the rule. Coverage, accuracy and AUC are measured on a large fresh draw of the same law; `_conformal_q`
-against brute force; `advise` end to end on a tiny MNIST original (independent of the shipped corpus file)."""
-import copy, math
-from fractions import Fraction
+"""The retraining advisor (nbs/06b_advisor.ipynb): a censoring-aware xgboost AFT model of log(iterations), offset by
+log T, with calibrated intervals, an out-of-domain check and a JSON file format.
+
+Everything is checked against an INDEPENDENT truth. The fits use a SYNTHETIC corpus whose law is known:
+
+    log(iterations) = log T + log 0.05 + 0.6·log(acc_gap/δ) − 0.4·log(lr/orig_lr) + σ·Z,   σ = 0.35,
+
+T (the original's length, `orig_iters`) varies 16× over the synthetic originals, the retraining is capped at T
+(`cap_iters`), a run is 'none' when its start already meets the rule, 'censored' when its true time lies above the
+cap, and otherwise 'recovered' with the interval (floor(iters/1.1), iters] of geometric checks. Accuracy and
+coverage are measured on a fresh draw of the same law against its TRUE (uncensored) times; `censored_coverage`
+against Monte Carlo; `advise` end to end on a tiny network trained on random tensors (no dataset needed).
+
+Tests marked `xfail(strict=True)` pin bugs of netdeviation/advisor.py found while writing this file (see their
+reasons): they fail loudly (XPASS) once the bug is fixed, and the marker should then go.
+"""
+import copy, io, json, math, os, pickle
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
+from scipy.stats import norm
 
 import netdeviation.advisor as advisor_mod
-from netdeviation.advisor import (LEVELS, RULES, Advice, Advisor, advise, fit_advisor, predict, training_rows, validate)
-from netdeviation.corpus import FEATURES, TOLERANCES, recovery_columns
+from netdeviation.advisor import (CORPUS_VERSION, LEVELS, RULES, Advice, Advisor, advise, censored_coverage, check_runs,
+                                  fit_advisor, inputs_frame, load_advisor, predict, time_unit, training_rows, validate)
+from netdeviation.training import Baseline, TrainConfig, TrainRecord
 
 torch.set_num_threads(1)
 
-CAP, BATCH, IPE = 3000.0, 100, 80.0   # synthetic corpus: cap in iterations, its batch size, iterations per epoch
-SIGMA = 0.15                          # log-normal noise of the iterations
+# ---------------------------------------------------------------- the synthetic law
 
-def truth(gap_over_tol, log_lr_ratio, loss_ratio_recal):
-    "The synthetic law's median iterations: 20·(gap/δ)^0.7 · 10^(−0.5·log lr ratio), ×1000 (never within the cap) when loss_ratio_recal > 0.5."
-    gap_over_tol, log_lr_ratio, loss_ratio_recal = map(np.asarray, (gap_over_tol, log_lr_ratio, loss_ratio_recal))
-    return 20*gap_over_tol**0.7*10**(-0.5*log_lr_ratio)*np.where(loss_ratio_recal > 0.5, 1000.0, 1.0)
+TOLS = (0.01, 0.02, 0.05)     # tolerances every synthetic run is read at
+BATCH = 128                   # the synthetic corpus's retraining batch size (= the originals')
+T_RANGE = (250.0, 4000.0)     # the originals' training lengths (steps): 16×
+N_TRAINS = (8000, 55000)      # the originals' training-set sizes
+SIGMA = 0.35                  # the law's noise on log(iterations)
+OPT_LR = {"adam": 1e-3, "sgd": 0.05}
 
-def synth(n:int, seed:int, sigma:float=SIGMA, archs=("a", "b", "c"))->pd.DataFrame:
-    "`n` synthetic corpus runs with every column `training_rows`, `fit_advisor`, `predict` and `validate` read."
+def law_log_ratio(gap_over_tol, lr_ratio):
+    "The law's median of log(iterations / T)."
+    return math.log(0.05) + 0.6*np.log(gap_over_tol) - 0.4*np.log(lr_ratio)
+
+def law_median(rows:pd.DataFrame)->np.ndarray:
+    "The law's median iterations of raw rows (from their raw columns only: T = orig_iters, the batch sizes being equal)."
+    return rows.orig_iters.to_numpy(float)*np.exp(law_log_ratio(rows.acc_gap.to_numpy(float)/rows.tol.to_numpy(float),
+                                                                 rows.lr.to_numpy(float)/rows.orig_lr.to_numpy(float)))
+
+def needs_retraining(rows:pd.DataFrame)->np.ndarray:
+    "The retraining rule at step 0, written out: the start does NOT meet acc >= acc* − δ."
+    return ~(rows.start_acc.to_numpy(float) >= rows.ref_acc.to_numpy(float) - rows.tol.to_numpy(float))
+
+def synth(n:int, seed:int, k:int=24, grid:bool=True, v1:int=0)->pd.DataFrame:
+    """`n` synthetic corpus runs spread over `k` originals (+ `v1` originals of the v1 corpus's fixed settings).
+    grid: the originals' T on a geometric grid spanning `T_RANGE` (a corpus); else drawn log-uniform within it (a fresh draw)."""
     g = np.random.default_rng(seed)
-    d = pd.DataFrame({f: g.normal(size=n) for f in FEATURES})
-    d["acc_gap"] = g.uniform(0, 0.5, n); d["acc_gap_recal"] = d.acc_gap*g.uniform(0.5, 1, n)
-    d["ref_acc"] = g.uniform(0.9, 0.99, n); d["start_acc"] = d.ref_acc - d.acc_gap
-    d["node"] = g.integers(0, 2, n); d["log_lr_ratio"] = g.choice([0.0, -1.0], n)
-    d["cap_iters"], d["batch_size"], d["t_initial"], d["iters_per_epoch"] = CAP, BATCH, 4.0, IPE
-    d["arch"], d["dataset"] = g.choice(archs, n), g.choice(["m", "f"], n)
-    for t in TOLERANCES:
-        it = truth(d.acc_gap/t, d.log_lr_ratio, d.loss_ratio_recal)*np.exp(sigma*g.normal(size=n))
-        none = (d.start_acc >= d.ref_acc - t).to_numpy(); cens = ~none & (it > CAP)
+    T = np.geomspace(*T_RANGE, k).round() if grid else np.exp(g.uniform(*np.log(T_RANGE), k)).round()
+    n_tr = np.array([N_TRAINS[i % 2] for i in range(k)]) if grid else g.choice(N_TRAINS, k)
+    opt = np.array([("adam", "sgd")[i % 2 == (i//2) % 2] for i in range(k)])
+    o = pd.DataFrame({"arch": [f"arch{i % 4}" for i in range(k)], "dataset": [("m", "f")[(i//4) % 2] for i in range(k)],
+                      "seed": np.arange(k) + 1000*seed, "regime": "converged", "orig_optimizer": opt,
+                      "orig_lr": [OPT_LR[x] for x in opt], "orig_schedule": np.where(np.arange(k) % 3 == 0, "constant", "cosine"),
+                      "orig_iters": T, "orig_n_train": n_tr, "orig_train_loss": g.uniform(0.01, 0.3, k)})
+    if v1:  # originals of the v1 corpus: `with_original_columns` fills in (the same) T = 250, adam at 0.01, constant, 8000 images
+        o = pd.concat([o, pd.DataFrame({"arch": [f"arch{i % 2}" for i in range(v1)], "dataset": "m", "seed": np.arange(v1) + 1000*seed + 500,
+                                        "regime": "v1", "orig_optimizer": "adam", "orig_lr": 0.01, "orig_schedule": "constant",
+                                        "orig_iters": 250.0, "orig_n_train": 8000, "orig_train_loss": np.nan})], ignore_index=True)
+    d = o.iloc[np.arange(n) % len(o)].reset_index(drop=True)
+    d["acc_gap"] = g.uniform(0, 0.4, n); d["acc_gap_recal"] = d.acc_gap
+    d["loss_ratio"] = 3*d.acc_gap + g.uniform(0, 0.1, n); d["loss_ratio_recal"] = d.loss_ratio  # tied to the gap: a joint domain
+    d["sparsity"] = g.uniform(0.3, 0.95, n); d["node"] = g.integers(0, 2, n)
+    d["ref_loss"] = g.uniform(0.05, 0.4, n); d["ref_acc"] = g.uniform(0.9, 0.99, n); d["start_acc"] = d.ref_acc - d.acc_gap
+    d["rho"] = g.choice([1.0, 0.1], n)  # the recipe: the original's lr ('paper') or a tenth of it ('han')
+    d["lr"] = d.orig_lr*d.rho; d["retrain_optimizer"] = d.orig_optimizer; d["retrain_schedule"] = "constant"
+    d["batch_size"] = BATCH; d["cap_iters"] = d.orig_iters; d["iters_per_epoch"] = d.orig_n_train/BATCH
+    d["z"] = g.normal(size=n)  # one noise draw per run: its tolerances stay ordered
+    d["log_theorem1"] = np.log10(d.orig_iters/d.iters_per_epoch*np.exp(law_log_ratio(np.maximum(d.acc_gap/0.02, 1e-3), d.rho)))
+    for t in TOLS:
+        raw = d.assign(tol=t)
+        true = law_median(raw)*np.exp(SIGMA*d.z.to_numpy())
+        none, cens = ~needs_retraining(raw), true > d.cap_iters.to_numpy()
+        it = np.ceil(true)
         d[f"status_{t:g}"] = np.where(none, "none", np.where(cens, "censored", "recovered"))
-        d[f"iters_{t:g}"] = np.where(none, 0.0, np.where(cens, np.nan, np.ceil(it)))
-        d[f"lower_{t:g}"] = np.where(none, 0.0, np.where(cens, CAP, np.floor(np.ceil(it)/1.1)))
+        d[f"iters_{t:g}"] = np.where(none, 0.0, np.where(cens, np.nan, it))
+        d[f"lower_{t:g}"] = np.where(none, 0.0, np.where(cens, d.cap_iters, np.floor(it/1.1)))
     return d
 
+def true_times(rows:pd.DataFrame)->np.ndarray:
+    "The uncensored times of expanded rows (each carries its run's z)."
+    return law_median(rows)*np.exp(SIGMA*rows.z.to_numpy(float))
+
+def predict_chunked(adv:Advisor, rows:pd.DataFrame, size:int=400)->pd.DataFrame:
+    "`predict` in chunks (its out-of-domain distance holds rows × corpus points × inputs in memory)."
+    return pd.concat([predict(adv, rows.iloc[i:i + size]) for i in range(0, len(rows), size)])
 
 @pytest.fixture(scope="module")
-def corpus()->pd.DataFrame: return synth(200, seed=0)
+def corpus()->pd.DataFrame: return synth(300, seed=0)
 
 @pytest.fixture(scope="module")
 def fitted(corpus)->Advisor: return fit_advisor(corpus)
 
 @pytest.fixture(scope="module")
 def fresh(fitted)->tuple[pd.DataFrame, pd.DataFrame]:
-    "A large fresh draw of the same law, expanded per tolerance, and the advisor's predictions for it."
-    rows = training_rows(synth(2500, seed=1))
-    return rows, predict(fitted, rows)
+    "A fresh draw of the same law (40 new originals, T anywhere in the corpus's range), expanded, and the advisor's predictions."
+    rows = training_rows(synth(500, seed=1, k=40, grid=False))
+    return rows, predict_chunked(fitted, rows)
 
 
-# ---------------------------------------------------------------- the conformal quantile
+# ---------------------------------------------------------------- 1. the law is recovered
 
-def _brute_q(scores, level)->float:
-    "The smallest s with at least ⌈(n+1)·level⌉ scores <= s (exact rational ceiling), by trying every candidate."
-    k = math.ceil((len(scores) + 1)*Fraction(str(level)))
-    return min(s for s in scores if sum(1 for v in scores if v <= s) >= k)
+def test_synthetic_corpus_is_what_the_tests_need(corpus, fresh):
+    rows = training_rows(corpus)
+    assert len(rows) == 3*len(corpus) and set(rows.status) == {"none", "recovered", "censored"}
+    todo = rows[rows.status != "none"]
+    assert 0.03 < (todo.status == "censored").mean() < 0.3  # censoring matters, yet most runs recover
+    assert todo.orig_iters.max()/todo.orig_iters.min() >= 10
+    rec = todo[todo.status == "recovered"]
+    t = true_times(rec)
+    assert ((rec.lower < t) & (t <= rec.upper)).all() and (rec.upper/rec.lower).median() < 1.15  # geometric check intervals
+    f, _ = fresh
+    assert f.orig_iters.max()/f.orig_iters.min() >= 10 and f.orig_iters.nunique() >= 30
 
-def test_conformal_q_brute_force():
-    g = np.random.default_rng(0)
-    for level in (0.5, 0.8, 0.9, 0.95):
-        for n in range(1, 80):
-            if math.ceil((n + 1)*Fraction(str(level))) > n: continue   # no score qualifies: +∞ (below)
-            for draw in (g.normal(size=n), g.integers(-3, 4, n).astype(float)):  # continuous, and with ties
-                assert advisor_mod._conformal_q(draw, level) == _brute_q(list(draw), level), (level, n)
-    assert advisor_mod._conformal_q(np.array([]), 0.8) == math.inf
-    # too few scores for the level (n = 5 at 95%: ⌈6·0.95⌉ = 6 > 5): no finite score qualifies, the interval is unbounded
-    assert advisor_mod._conformal_q(np.array([3.0, -1.0, 2.0, 0.5, 1.0]), 0.95) == math.inf
-
-
-# ---------------------------------------------------------------- training_rows
-
-def test_training_rows_one_row_per_tolerance():
-    runs = synth(7, seed=3)
-    rows = training_rows(runs)
-    assert len(rows) == 7*len(TOLERANCES)
-    for i in range(7):
-        for t in TOLERANCES:
-            r = rows[(rows.group == i) & (rows.tol == t)]
-            assert len(r) == 1; r, src = r.iloc[0], runs.iloc[i]
-            assert r.gap_over_tol == pytest.approx(src.acc_gap/t, rel=1e-12)
-            assert r.recal_gap_over_tol == pytest.approx(src.acc_gap_recal/t, rel=1e-12)
-            assert r.status == src[f"status_{t:g}"] and r.lower == src[f"lower_{t:g}"]
-            assert (math.isnan(r.iters) and math.isnan(src[f"iters_{t:g}"])) or r.iters == src[f"iters_{t:g}"]
-            assert all(r[f] == src[f] for f in FEATURES)
-    sub = training_rows(runs, tolerances=(0.02,))
-    assert len(sub) == 7 and set(sub.tol) == {0.02} and list(sub.status) == list(runs["status_0.02"])
-
-def test_training_rows_names_missing_columns():
-    with pytest.raises(ValueError, match=r"runs:.*log_lr_ratio"): training_rows(synth(5, 0).drop(columns=["log_lr_ratio"]))
-    with pytest.raises(ValueError, match="runs"): training_rows([1, 2])
-
-
-# ---------------------------------------------------------------- the fitted advisor on the synthetic law
-
-def test_interval_coverage_near_nominal(fresh):
+def test_median_within_2x_of_the_law(fresh):
     rows, pred = fresh
-    rec = (rows.status == "recovered").to_numpy()
-    assert rec.sum() > 3000
-    y = rows.iters.to_numpy()[rec]
+    todo = needs_retraining(rows)
+    assert todo.sum() > 1000
+    ratio = pred.iters.to_numpy()[todo]/law_median(rows)[todo]
+    assert ((ratio >= 0.5) & (ratio <= 2)).mean() >= 0.9, np.quantile(ratio, [0.05, 0.5, 0.95])
+    assert 0.8 <= np.median(ratio) <= 1.25  # and unbiased, not merely within 2×
+
+def test_intervals_cover_the_true_times_at_their_level(fresh):
+    rows, pred = fresh
+    todo = needs_retraining(rows)
+    t = true_times(rows)[todo]
+    assert (t > rows.cap_iters.to_numpy()[todo]).mean() > 0.03  # some true times lie beyond the cap: censored in a corpus
     for l in LEVELS:
-        lo, hi = pred[f"lo{l:g}"].to_numpy()[rec], pred[f"hi{l:g}"].to_numpy()[rec]
-        cover = ((lo <= y) & (y <= hi)).mean()
+        lo, hi = pred[f"lo{l:g}"].to_numpy()[todo], pred[f"hi{l:g}"].to_numpy()[todo]
+        cover = ((lo <= t) & (t <= hi)).mean()
         assert abs(cover - l) <= 0.08, (l, cover)
+    assert (pred["lo0.95"] <= pred["lo0.8"]).all() and (pred["lo0.8"] <= pred.iters).all()
+    assert (pred.iters <= pred["hi0.8"]).all() and (pred["hi0.8"] <= pred["hi0.95"]).all()
 
-def test_intervals_are_nested(fresh):
+def test_p_recover_matches_the_law(fresh):
+    "P(recover within the cap) against the law's own probability Φ((log cap − log median)/σ)."
     rows, pred = fresh
-    assert (pred["lo0.95"] <= pred["lo0.8"]).all() and (pred["hi0.8"] <= pred["hi0.95"]).all()
-    assert (pred["lo0.8"] <= pred["hi0.8"]).all()
-    assert ((pred.iters >= pred["lo0.95"]) & (pred.iters <= pred["hi0.95"])).all()
+    todo = needs_retraining(rows)
+    p_true = norm.cdf((np.log(rows.cap_iters.to_numpy(float)) - np.log(law_median(rows)))/SIGMA)[todo]
+    p = pred.p_recover.to_numpy()[todo]
+    assert abs(p.mean() - p_true.mean()) <= 0.05 and np.mean(np.abs(p - p_true)) <= 0.1
+    assert ((pred.status == "recovers").to_numpy()[todo] == (p >= 0.5)).all()
+    assert np.corrcoef(p, p_true)[0, 1] > 0.8
 
-def test_median_within_2x_of_truth(fresh):
-    rows, pred = fresh
-    rec = (rows.status == "recovered").to_numpy()
-    t = truth(rows.gap_over_tol, rows.log_lr_ratio, rows.loss_ratio_recal)[rec]
-    ratio = pred.iters.to_numpy()[rec]/t
-    assert ((ratio >= 0.5) & (ratio <= 2)).mean() >= 0.9
 
-def test_none_exactly_when_start_meets_the_rule(fresh):
+# ---------------------------------------------------------------- 2. the time unit
+
+def test_time_unit_by_hand():
+    raw = pd.DataFrame({"orig_iters": [1000.0, 1000.0, 300.0], "orig_batch_size": [256.0, np.nan, 64.0], "batch_size": [128, 128, 32]})
+    assert time_unit(raw).tolist() == [2000.0, 1000.0, 600.0]  # T · batch_orig / batch; unknown batch_orig: the retraining's
+    assert time_unit(raw.drop(columns="orig_batch_size")).tolist() == [1000.0, 1000.0, 300.0]
+
+def test_inputs_frame_by_hand(corpus):
+    rows = training_rows(corpus.head(4))
+    x = inputs_frame(rows.assign(orig_batch_size=2*BATCH))
+    assert np.allclose(x.gap_over_tol, rows.acc_gap/rows.tol) and np.allclose(x.recal_gap_over_tol, rows.acc_gap_recal/rows.tol)
+    assert np.allclose(x.orig_log_iters, np.log10(2*rows.orig_iters))
+    assert np.allclose(x.orig_log_epochs, np.log10(2*rows.orig_iters*BATCH/rows.orig_n_train))
+    assert np.allclose(x.log_lr_ratio, np.log10(rows.rho)) and np.allclose(x.ref_err, 1 - rows.ref_acc)
+    with pytest.raises(ValueError, match=r"^raw:.*orig_iters"): inputs_frame(rows.drop(columns="orig_iters"))
+
+def _with_T(rows:pd.DataFrame, T:float)->pd.DataFrame: return rows.assign(orig_iters=T, cap_iters=T)
+
+def test_offset_scales_the_answer(fitted, fresh):
+    rows, _ = fresh
+    todo = rows[needs_retraining(rows) & (law_median(rows)/rows.orig_iters < 0.5)].head(300)  # well inside the cap
+    # one pair: the same inputs, T × 10, both inside the corpus's range
+    one = todo.iloc[[int(np.argsort(todo.acc_gap.to_numpy()/todo.tol.to_numpy())[len(todo)//2])]]
+    r = predict(fitted, _with_T(one, 3000.0)).iters.iloc[0]/predict(fitted, _with_T(one, 300.0)).iters.iloc[0]
+    assert 10/1.3 <= r <= 10*1.3, r
+    q = predict(fitted, _with_T(todo, 3000.0)).iters.to_numpy()/predict(fitted, _with_T(todo, 300.0)).iters.to_numpy()
+    assert 10/1.15 <= math.exp(np.log(q).mean()) <= 10*1.15, np.quantile(q, [0.1, 0.5, 0.9])
+    # beyond the corpus (10× and 100× its longest original) the trees see nothing new: only the offset moves the answer
+    far = predict(fitted, _with_T(todo, 400_000.0)).iters.to_numpy()/predict(fitted, _with_T(todo, 40_000.0)).iters.to_numpy()
+    assert np.allclose(far, 10, rtol=1e-3), far[:5]
+
+
+# ---------------------------------------------------------------- 3. censoring moves the answer up
+
+def test_censored_runs_move_the_prediction_up(corpus, fitted):
+    region = (corpus.sparsity > 0.85).to_numpy()  # an input the law ignores: only the statuses differ between the fits
+    assert region.sum() >= 30
+    cens = corpus.copy()
+    for t in TOLS:  # the same inputs, their true times now above the cap
+        m = region & cens[f"status_{t:g}"].eq("recovered").to_numpy()
+        cens.loc[m, f"status_{t:g}"], cens.loc[m, f"iters_{t:g}"], cens.loc[m, f"lower_{t:g}"] = "censored", np.nan, cens.cap_iters[m]
+    refit = fit_advisor(cens)
+    at = training_rows(corpus[region]); at = at[needs_retraining(at)]
+    before, after = predict(fitted, at), predict(refit, at)
+    assert (after.iters > before.iters).mean() >= 0.9 and np.log(after.iters/before.iters).mean() > math.log(2)
+    assert (after.p_recover < before.p_recover).mean() >= 0.9 and after.p_recover.mean() < before.p_recover.mean() - 0.3
+    assert (after.iters.to_numpy() > at.cap_iters.to_numpy()).mean() >= 0.5  # most now beyond the cap, as their data say
+    # outside the region the refit still follows the law
+    out = training_rows(corpus[~region].head(100)); out = out[needs_retraining(out)]
+    ratio = predict(refit, out).iters.to_numpy()/law_median(out)
+    assert ((ratio >= 0.5) & (ratio <= 2)).mean() >= 0.85
+
+
+# ---------------------------------------------------------------- 4. censored_coverage against Monte Carlo
+
+def _mc_coverage(mu, sd, lower, upper, level, n=400_000, seed=0)->float:
+    "Draw log(time) ~ N(mu, sd) conditioned on the outcome interval (lower, upper]; the share inside the central interval."
+    g = np.random.default_rng(seed)
+    v = g.normal(mu, sd, n)
+    keep = (v > math.log(lower)) & (v <= (math.log(upper) if math.isfinite(upper) else np.inf))
+    assert keep.sum() > 2000, "too little mass for Monte Carlo"
+    z = norm.ppf((1 + level)/2)
+    return float(((v[keep] >= mu - z*sd) & (v[keep] <= mu + z*sd)).mean())
+
+CASES = [  # mu, sd, lower, upper, level: inside, straddling, right-censored, beyond, another scale
+    (0.0, 1.0, math.exp(-0.1), math.exp(0.1), 0.8),
+    (0.0, 1.0, math.exp(1.0), math.exp(2.0), 0.8),
+    (0.0, 1.0, math.exp(0.5), math.inf, 0.8),
+    (0.0, 1.0, math.exp(0.5), math.inf, 0.95),
+    (0.0, 1.0, math.exp(1.5), math.exp(3.0), 0.8),
+    (math.log(100), 0.5, 80.0, 300.0, 0.95),
+    (math.log(100), 0.3, 150.0, math.inf, 0.8),
+    (math.log(50), 2.0, 1.0, 20.0, 0.5),
+]
+
+def test_censored_coverage_against_monte_carlo():
+    mu, sd, lo, up, lv = (np.array(c, float) for c in zip(*CASES))
+    for level in (0.5, 0.8, 0.95):  # vectorised over rows, per level
+        got = censored_coverage(mu, sd, lo, up, level)
+        want = [_mc_coverage(m, s, a, b, level) for m, s, a, b in zip(mu, sd, lo, up)]
+        assert np.allclose(got, want, atol=0.006), (level, got, want)
+    # the hand cases: fully inside the 80% interval, straddling its end, right-censored beyond it
+    z = norm.ppf(0.9)
+    assert censored_coverage(np.zeros(1), np.ones(1), np.exp([-0.1]), np.exp([0.1]), 0.8)[0] == pytest.approx(1.0)
+    assert censored_coverage(np.zeros(1), np.ones(1), np.exp([1.0]), np.exp([2.0]), 0.8)[0] == \
+           pytest.approx((norm.cdf(z) - norm.cdf(1))/(norm.cdf(2) - norm.cdf(1)), rel=1e-9)
+    assert censored_coverage(np.zeros(1), np.ones(1), np.exp([0.5]), np.array([np.inf]), 0.8)[0] == \
+           pytest.approx((norm.cdf(z) - norm.cdf(0.5))/(1 - norm.cdf(0.5)), rel=1e-9)
+    assert censored_coverage(np.zeros(1), np.ones(1), np.exp([1.5]), np.array([np.inf]), 0.8)[0] == pytest.approx(0.0, abs=1e-12)
+    # an outcome of no predictive mass far out in the tail: outside, not 0/0
+    far = censored_coverage(np.zeros(2), np.ones(2), np.exp([40.0, -0.01]), np.exp([41.0, 0.01]), 0.8)
+    assert far[0] == 0.0 and far[1] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- 5. out of domain
+
+def test_out_of_domain_far_original_and_joint_outlier(fitted, corpus):
+    row = training_rows(corpus.iloc[[7]], tolerances=(0.02,))
+    assert predict(fitted, row).out_of_domain.iloc[0] == ""  # a corpus row itself
+    long = predict(fitted, _with_T(row, 100*corpus.orig_iters.max())).out_of_domain.iloc[0]
+    assert "longer" in long and "100" in long, long
+    short = predict(fitted, _with_T(row, corpus.orig_iters.min()/100)).out_of_domain.iloc[0]
+    assert "shorter" in short, short
+    # every input within its corpus range, but the pair far from the corpus: loss_ratio ≈ 3·acc_gap in every corpus run
+    joint = row.assign(acc_gap=0.38, acc_gap_recal=0.38, loss_ratio=0.02, loss_ratio_recal=0.02)
+    joint["start_acc"] = joint.ref_acc - 0.38
+    assert corpus.acc_gap.min() < 0.38 < corpus.acc_gap.max() and corpus.loss_ratio.min() < 0.02 < corpus.loss_ratio.max()
+    why = predict(fitted, joint).out_of_domain.iloc[0]
+    assert "combination" in why and "outside" not in why, why
+    # out of domain widens the intervals, never narrows them
+    p_in, p_out = predict(fitted, row).iloc[0], predict(fitted, _with_T(row, 100*corpus.orig_iters.max())).iloc[0]
+    assert p_out.sd >= p_in.sd
+
+def test_in_domain_rows_are_silent(fresh):
     rows, pred = fresh
-    none = (rows.acc_gap <= rows.tol).to_numpy()
+    assert (pred.out_of_domain == "").mean() >= 0.95, pred.out_of_domain[pred.out_of_domain != ""].head().tolist()
+    assert pred.out_of_domain.map(type).eq(str).all()
+
+
+# ---------------------------------------------------------------- 6. the file format: JSON, never pickle
+
+def test_json_round_trip_predicts_identically(fitted, fresh, tmp_path):
+    rows = fresh[0].head(200)
+    text = fitted.to_json()
+    json.loads(text)  # plain JSON
+    again = Advisor.from_json(text)
+    pd.testing.assert_frame_equal(predict(again, rows), predict(fitted, rows))
+    assert (again.scale, again.widen, again.ood_widen, again.n_runs, again.batch_size, again.default_T, again.version) == \
+           (fitted.scale, fitted.widen, fitted.ood_widen, fitted.n_runs, fitted.batch_size, fitted.default_T, fitted.version)
+    path = fitted.save(tmp_path/"sub"/"adv.json")
+    assert path.read_text() == text and not list(path.parent.glob(".*tmp"))
+    pd.testing.assert_frame_equal(predict(Advisor.load(path), rows), predict(fitted, rows))
+
+def test_tampered_json_is_loaded_as_it_says(fitted, fresh):
+    rows = fresh[0]; rows = rows[needs_retraining(rows)].head(50)
+    d = json.loads(fitted.to_json())
+    d["meta"]["widen"]["0.8"] *= 3; d["meta"]["version"] = "tampered"
+    t = Advisor.from_json(json.dumps(d))
+    assert t.widen[0.8] == pytest.approx(3*fitted.widen[0.8]) and t.widen[0.95] == fitted.widen[0.95] and "tampered" in repr(t)
+    a, b = predict(fitted, rows), predict(t, rows)
+    assert np.allclose(a.iters, b.iters) and np.allclose(a["hi0.95"], b["hi0.95"])
+    # the 80% half-width on the log scale is exactly 3× (the numbers say so; nothing re-validates them)
+    ok = (a["lo0.8"].to_numpy() > 1) & (b["lo0.8"].to_numpy() > 1)  # not clipped at one iteration
+    assert ok.sum() >= 25
+    assert np.allclose(np.log(b.iters/b["lo0.8"])[ok], 3*np.log(a.iters/a["lo0.8"])[ok], rtol=1e-4)
+    for bad in ("", "{}", json.dumps({"meta": d["meta"]}), json.dumps({**d, "meta": {**d["meta"], "inputs": ["x"]}})):
+        with pytest.raises(ValueError, match="^advisor: not a saved advisor"): Advisor.from_json(bad)
+
+class _Payload:
+    "A pickle whose loading would create a marker file."
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (open, (self.marker, "w"))
+
+@pytest.mark.parametrize("protocol", [0, pickle.HIGHEST_PROTOCOL])
+def test_pickle_payload_never_runs(tmp_path, protocol):
+    marker, path = tmp_path/"MARKER", tmp_path/"advisor_model.json"
+    path.write_bytes(pickle.dumps(_Payload(marker), protocol=protocol))
+    with pytest.raises(ValueError):
+        Advisor.load(path)
+    assert not marker.exists()
+
+def test_pickle_payload_ascii_is_refused_clearly(tmp_path):
+    path = tmp_path/"advisor_model.json"
+    path.write_bytes(pickle.dumps(_Payload(tmp_path/"MARKER"), protocol=0))
+    with pytest.raises(ValueError, match="^advisor: not a saved advisor"): Advisor.load(path)
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="BUG advisor.py: Advisor.load reads the file with Path.read_text() outside from_json's try, so a binary "
+                          "file (a pickle of protocol >= 2) raises a bare UnicodeDecodeError, not 'advisor: not a saved advisor'")
+def test_pickle_payload_binary_is_refused_clearly(tmp_path):
+    path = tmp_path/"advisor_model.json"
+    path.write_bytes(pickle.dumps(_Payload(tmp_path/"MARKER"), protocol=pickle.HIGHEST_PROTOCOL))
+    with pytest.raises(ValueError, match="^advisor: not a saved advisor"): Advisor.load(path)
+    assert not (tmp_path/"MARKER").exists()
+
+def test_load_advisor_reads_the_shipped_json_without_fitting(monkeypatch):
+    def refit(*a, **k): raise AssertionError("load_advisor refitted the advisor")
+    monkeypatch.setattr(advisor_mod, "fit_advisor", refit); monkeypatch.setattr(advisor_mod, "_fit", refit)
+    monkeypatch.setattr(advisor_mod, "_LOADED", {})
+    from importlib import resources
+    text = resources.files("netdeviation").joinpath(advisor_mod.MODEL_FILE).read_text()
+    json.loads(text)  # the shipped file is JSON
+    a = load_advisor()
+    assert isinstance(a, Advisor) and a.version == CORPUS_VERSION and load_advisor() is a
+    assert a.to_json() == Advisor.from_json(text).to_json()
+
+
+# ---------------------------------------------------------------- 7. 'none' exactly when the start meets the rule
+
+def test_none_exactly_when_start_meets_the_rule(fitted, fresh):
+    rows, pred = fresh
+    none = ~needs_retraining(rows)
     assert 0 < none.sum() < len(rows)
     assert ((pred.status == "none").to_numpy() == none).all()
     assert (pred.iters[none] == 0).all() and (pred.p_recover[none] == 1).all()
-    assert (pred[~none].iters >= 1).all()
-
-def test_none_on_the_boundary_agrees_with_recovery_columns(fitted):
-    "acc(W_s) = acc* − δ in decimals (0.929 = 0.934 − 0.005): the curve reads 'none', and so must the advisor."
-    from netdeviation.retraining import RetrainResult
-    from netdeviation.training import TrainConfig
-    checks = pd.DataFrame({"step": [0], "epochs": [0.0], "loss": [0.3], "acc": [0.929]})
-    r = RetrainResult(True, 0, 0.0, 0, 4.0, 0.0, {"loss": 0.2, "acc": 0.934}, {"loss": None, "acc": 0.934 - 0.005},
-                      checks.iloc[0].to_dict(), checks.iloc[0].to_dict(), checks, TrainConfig("adam", 0.01, 4, 128, "constant"),
-                      torch.nn.Linear(2, 2), "geometric", "target", 0.1)
-    assert recovery_columns(r, (0.005,))["status_0.005"] == "none"
-    row = synth(1, 0).assign(ref_acc=0.934, start_acc=0.929, acc_gap=0.934 - 0.929, acc_gap_recal=0.934 - 0.929)
-    assert predict(fitted, training_rows(row, (0.005,))).status.iloc[0] == "none"
-
-def test_p_recover_ranks_deterministic_censoring(fresh):
-    rows, pred = fresh
-    todo = (rows.status != "none").to_numpy()
-    lab = (rows.status == "recovered").to_numpy()[todo]
-    assert 0.1 < lab.mean() < 0.9
-    assert roc_auc_score(lab, pred.p_recover.to_numpy()[todo]) > 0.8
-    assert ((pred.p_recover >= 0) & (pred.p_recover <= 1)).all()
-
-def test_fit_advisor_records_the_corpus(fitted, corpus):
-    assert fitted.n_runs == len(corpus) and fitted.cap_iters == CAP and fitted.batch_size == BATCH
-    assert set(fitted.corrections) == set(LEVELS) and all(math.isfinite(c) for c in fitted.corrections.values())
-    assert "200 runs" in repr(fitted)
+    assert (pred.loc[none, ["lo0.8", "hi0.8", "lo0.95", "hi0.95"]] == 0).all().all()
+    assert (pred.iters[~none] >= 1).all() and pred.status[~none].isin(["recovers", "unlikely"]).all()
+    # on the boundary, in floating point: equal meets the rule, one ulp below does not
+    row = rows[needs_retraining(rows)].head(1)
+    edge = row.ref_acc.iloc[0] - row.tol.iloc[0]
+    at, below = row.assign(start_acc=edge), row.assign(start_acc=np.nextafter(edge, 0))
+    assert predict(fitted, at).status.iloc[0] == "none" and predict(fitted, below).status.iloc[0] != "none"
 
 
-# ---------------------------------------------------------------- validate
+# ---------------------------------------------------------------- 8. check_runs refuses bad tables
 
-def test_validate_scores_every_rule_and_group():
-    runs = synth(120, seed=5, archs=("a", "b"))
-    v = validate(runs, by="arch")
-    assert set(zip(v.held_out, v.rule)) == {(g, r) for g in ("a", "b", "all") for r in RULES} and len(v) == 3*len(RULES)
-    assert v.within_2x.between(0, 1).all()
-    for c in ("coverage0.8", "coverage0.95", "auc"): assert (v[c].isna() | v[c].between(0, 1)).all(), c
-    n = training_rows(runs).groupby("arch").size()
-    assert (v[v.held_out == "a"].rows == n["a"]).all() and (v[v.held_out == "all"].rows == n.sum()).all()
-    a = v[v.held_out == "all"].set_index("rule")
-    assert a.within_2x["advisor"] > max(a.within_2x["original length"], a.within_2x["10% of original"])
-    with pytest.raises(ValueError, match="by"): validate(runs, by="method")
+@pytest.mark.parametrize("col", ["acc_gap", "loss_ratio", "loss_ratio_recal", "sparsity", "ref_loss", "ref_acc", "start_acc", "lr", "cap_iters"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_check_runs_names_a_nonfinite_column(corpus, col, bad):
+    runs = corpus.head(20).copy(); runs.loc[5, col] = bad
+    with pytest.raises(ValueError, match=rf"^runs: column '{col}'.*\[5\]"): check_runs(runs)
+
+def test_check_runs_refuses_bad_tables(corpus):
+    runs = corpus.head(40).copy()
+    check_runs(runs)  # the clean table passes
+    with pytest.raises(ValueError, match=r"^runs: status_0.01 has values \['recoverd'\]"):
+        check_runs(runs.assign(**{"status_0.01": runs["status_0.01"].replace("recovered", "recoverd")}))
+    rec = runs["status_0.02"].eq("recovered").to_numpy().nonzero()[0][:2]
+    bad = runs.copy(); bad.loc[rec, "iters_0.02"] = np.nan
+    with pytest.raises(ValueError, match=r"^runs: iters_0.02 does not match status_0.02"): check_runs(bad)
+    with pytest.raises(ValueError, match=r"^runs: retrained at several batch sizes"):
+        check_runs(runs.assign(batch_size=np.where(np.arange(len(runs)) < 3, 64, BATCH)))
+    with pytest.raises(ValueError, match=r"^runs:.*'lower_0.05'"): check_runs(runs.drop(columns="lower_0.05"))
+    with pytest.raises(ValueError, match=r"^runs:.*status_"): check_runs(runs.drop(columns=[c for c in runs if c.startswith("status_")]))
+    with pytest.raises(TypeError, match=r"^runs"): check_runs(runs.to_dict())
+    # fitting checks first: the same message, before any boosting
+    with pytest.raises(ValueError, match=r"^runs: column 'acc_gap'"): fit_advisor(runs.assign(acc_gap=np.nan))
+    with pytest.raises(ValueError, match=r"^runs: need recovered and censored"): fit_advisor(runs.head(5))
+
+def _corpus_csv(runs:pd.DataFrame)->bytes:
+    "The table as a corpus CSV, its columns in the order of the shipped runs table (the grid keys first, the original's last)."
+    from importlib import resources
+    with resources.files("netdeviation").joinpath(advisor_mod.CORPUS_FILE).open("rb") as f: shipped = list(pd.read_csv(f, nrows=0).columns)
+    order = [c for c in shipped if c in runs] + [c for c in runs if c not in shipped]
+    return runs[order].to_csv(index=False).encode()
+
+def _cut_after(text:bytes, col:str)->bytes:
+    "The CSV cut inside its last row, right after the field `col` (the rows before it whole)."
+    lines = text.split(b"\n")
+    head, row = lines[0].split(b","), lines[-2].split(b",")
+    keep = b",".join(row[:head.index(col.encode()) + 1])
+    return b"\n".join(lines[:-2]) + b"\n" + keep
+
+def test_check_runs_refuses_a_truncated_csv(corpus):
+    text = _corpus_csv(corpus.head(60).drop(columns=["z", "rho"]))
+    half = pd.read_csv(io.BytesIO(text[:len(text)//2]))
+    assert 0 < len(half) < 60 and half.iloc[-1].isna().any()  # the cut row: read with NaNs, no error from pandas
+    with pytest.raises(ValueError, match=r"^runs"): check_runs(half)
+    with pytest.raises(ValueError, match=r"^runs"): fit_advisor(half)
+    header = pd.read_csv(io.BytesIO(text[:len(text.split(b"\n")[0])//2]))  # cut inside the header: columns missing
+    with pytest.raises(ValueError, match=r"^runs:.*missing"): check_runs(header)
+    # cut right after a feature: the rest of the row NaN
+    with pytest.raises(ValueError, match=r"^runs: column"): check_runs(pd.read_csv(io.BytesIO(_cut_after(text, "ref_loss"))))
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="BUG advisor.py: check_runs accepts a row whose status_<δ> is NaN at every tolerance "
+                                       "(a CSV cut after the features) and training_rows silently drops it")
+def test_check_runs_refuses_a_row_read_at_no_tolerance(corpus):
+    text = _corpus_csv(corpus.head(60).drop(columns=["z", "rho"]))
+    cut = pd.read_csv(io.BytesIO(_cut_after(text, "start_acc")))
+    assert cut.iloc[-1][[f"status_{t:g}" for t in TOLS]].isna().all()
+    with pytest.raises(ValueError, match=r"^runs"): check_runs(cut)
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="BUG advisor.py: check_runs accepts a non-v1 run with NaN orig_iters; its log T offset "
+                                       "is NaN and fit_advisor returns an advisor predicting NaN everywhere (widen ×8)")
+def test_check_runs_refuses_an_unknown_training_length(corpus):
+    text = _corpus_csv(corpus.head(60).drop(columns=["z", "rho"]))
+    cut = pd.read_csv(io.BytesIO(_cut_after(text, "regime")))  # the CSV cut after the original's regime: its length lost
+    assert cut.iloc[-1].regime == "converged" and math.isnan(cut.iloc[-1].orig_iters)
+    with pytest.raises(ValueError, match=r"^runs:.*orig_iters"): check_runs(cut)
 
 
-# ---------------------------------------------------------------- Advice
+# ---------------------------------------------------------------- 9. advise end to end
 
-def test_advice_repr_and_table_recovers():
-    a = Advice("recovers", 200.0, 2.0, (150.0, 300.0), (100.0, 400.0), 0.9, 4.0, 4.0, 0.01, "paper", 100.0, {}, "fitted")
-    s = repr(a)
-    for want in ("recovers", "P = 0.90 within 4 epochs", "predicted 2 epochs (200 iterations)", "δ = 0.01",
-                 "80% interval 1.5–3 epochs", "95% interval 1–4", "recommended cap 4 epochs", "delta=0.01", "max_epochs=4",
-                 "config='paper'", "advisor fitted"):
-        assert want in s, want
-    df = a.to_dataframe()
-    want = {"predicted": (200, 2), "80% interval low": (150, 1.5), "80% interval high": (300, 3), "95% interval low": (100, 1),
-            "95% interval high": (400, 4), "recommended cap": (400, 4), "cap asked about": (400, 4), "P(recover within cap)": (0.9, 0.9)}
-    assert list(df.index) == list(want) and list(df.columns) == ["iterations", "epochs"]
-    for k, (it, ep) in want.items(): assert df.loc[k, "iterations"] == pytest.approx(it) and df.loc[k, "epochs"] == pytest.approx(ep)
+def _random_data(n=600, seed=0):
+    "Random 28×28 images whose class sets a bright 4×4 patch: learnable in a few steps."
+    from netdeviation.data import from_tensors
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = 0.3*torch.rand(n, 28, 28, generator=g)
+    for c in range(10): x[y == c, 2*c:2*c + 4, 4:8] += 1.0
+    return from_tensors(x, y, n_val=100, seed=seed, name="random")
 
-def test_advice_repr_and_table_none():
-    a = Advice("none", 0.0, 0.0, (0.0, 0.0), (0.0, 0.0), 1.0, 4.0, 0.0, 0.02, "han", 50.0)
-    assert "no retraining needed" in repr(a) and "0.02" in repr(a) and "no retraining needed" in a.stop_rule
-    df = a.to_dataframe()
-    assert (df.drop(index=["cap asked about", "P(recover within cap)"]) == 0).all().all()
-    assert df.loc["cap asked about", "iterations"] == 200 and df.loc["P(recover within cap)", "epochs"] == 1
-
-
-# ---------------------------------------------------------------- advise
+CONFIG = TrainConfig("adam", 1e-3, 1, BATCH, "cosine")  # the original's optimiser: 'paper' retrains at its lr, 'han' at a tenth
 
 @pytest.fixture(scope="module")
 def tiny():
-    "A lenet_300_100 trained for one epoch (8 steps) on the first 1000 MNIST images, and its data."
-    import os
-    from pathlib import Path
-    root = os.environ.get("NETDEVIATION_DATA")
-    if not root or not (Path(root)/"MNIST"/"raw"/"train-images-idx3-ubyte").exists(): pytest.skip("MNIST not in NETDEVIATION_DATA")
-    from netdeviation.corpus import corpus_data
+    "A LeNet-300-100 trained for 8 steps on random tensors, its `Baseline` with the record of that run, and the data."
     from netdeviation.models import lenet_300_100
-    from netdeviation.training import Baseline, fit
-    data = corpus_data("mnist", 1000, 200, 200)
-    torch.manual_seed(0); net = lenet_300_100(); w0 = copy.deepcopy(net.state_dict())
-    fit(net, data, "paper", epochs=1, progress=False, eval_test=False)
-    return Baseline.from_model(net.eval(), data, w_initial=w0, t_initial=1.0, config="paper"), data
+    from netdeviation.training import fit, seed_everything
+    data = _random_data()
+    seed_everything(0); net = lenet_300_100(); w0 = copy.deepcopy(net.state_dict())
+    hist = fit(net, data, CONFIG, steps=8, progress=False, eval_test=False)
+    rec = TrainRecord.from_fit(CONFIG, len(data.x_train), hist)
+    assert rec.iterations == 8
+    return Baseline.from_model(net.eval(), data, w_initial=w0, config=CONFIG, record=rec), data
 
-def _features(**kw)->dict:
-    "Hand-set features: every one 0 (the synthetic corpus's centre) but those given."
-    f = {k: 0.0 for k in FEATURES} | {"node": 0, "ref_acc": 0.95} | kw
-    f["start_acc"] = f["ref_acc"] - f["acc_gap"]; f.setdefault("acc_gap_recal", f["acc_gap"])
+@pytest.fixture(scope="module")
+def pruned(tiny):
+    from netdeviation.pruning import prune
+    return prune(tiny[0].model, "magnitude", 0.9)
+
+def _features(gap=0.2, **kw)->dict:
+    "Features like a synthetic corpus run's (in its domain), acc_gap = `gap`."
+    f = dict(acc_gap=gap, acc_gap_recal=gap, loss_ratio=3*gap + 0.05, loss_ratio_recal=3*gap + 0.05, sparsity=0.6, node=0,
+             ref_loss=0.2, ref_acc=0.95)
+    f |= kw; f["start_acc"] = f["ref_acc"] - f["acc_gap"]
     return f
 
-def test_advise_end_to_end(tiny, fitted):
-    from netdeviation.pruning import prune
+def test_advise_end_to_end(tiny, pruned, fitted):
+    from netdeviation.corpus import measure_features
     base, data = tiny
-    pruned = prune(base.model, "magnitude", 0.95, data=data.x_val)
-    a = advise(pruned, base, data, tolerance=0.01, advisor=fitted, method="magnitude")
-    ipe = 1000/BATCH  # the advisor counts iterations at its own batch size
-    assert a.iters_per_epoch == ipe and a.status in ("none", "recovers", "unlikely")
+    a = advise(pruned, base, data, tolerance=0.02, advisor=fitted, method="magnitude")
+    ipe = len(data.x_train)/BATCH  # 'paper' retrains at the original's batch size
+    T = 8*BATCH/BATCH               # the record: 8 steps at batch 128, in retraining steps
+    assert a.status in ("none", "recovers", "unlikely") and a.advisor == "fitted" and a.recipe == "paper"
+    assert a.iters_per_epoch == pytest.approx(ipe) and a.time_unit == pytest.approx(T)
+    assert a.cap == pytest.approx(T/ipe)  # the default cap: the original's own length, in epochs
     assert a.epochs == pytest.approx(a.iterations/ipe, rel=1e-12)
-    assert a.interval95[0] <= a.interval80[0] <= a.interval80[1] <= a.interval95[1]
-    assert a.interval95[0] <= a.iterations <= a.interval95[1] and 0 <= a.p_recover <= 1
-    assert set(FEATURES) <= set(a.features) and a.cap == 1.0 and a.advisor == "fitted"
-    if a.status == "none": assert a.iterations == 0 and a.p_recover == 1
-    if a.status == "recovers": assert a.recommended_cap == pytest.approx(a.interval95[1]/ipe)
+    if a.status != "none":
+        assert a.interval95[0] <= a.interval80[0] <= a.iterations <= a.interval80[1] <= a.interval95[1]
+        assert 0 <= a.p_recover <= 1 and a.log_sd > 0
+    f = measure_features(pruned, base, data, method="magnitude")
+    assert a.reference_acc == f["ref_acc"] and a.features["acc_gap"] == f["acc_gap"]
+    b = advise(pruned, base, data, tolerance=0.02, advisor=fitted, method="magnitude", features=f)
+    assert (b.status, b.iterations, b.interval80, b.interval95, b.p_recover, b.out_of_domain) == \
+           (a.status, a.iterations, a.interval80, a.interval95, a.p_recover, a.out_of_domain)
+    # a trained-for-8-steps original on 480 images lies far outside the synthetic corpus: said, and shown
+    assert "shorter" in a.out_of_domain and not a.in_domain
+    s = repr(a)
+    assert f"within {a.cap:.3g} epochs" in s and "OUT OF DOMAIN" in s and a.out_of_domain in s and "advisor fitted" in s
+    df = a.to_dataframe()
+    assert list(df.columns) == ["iterations", "epochs"]
+    assert list(df.index) == ["predicted", "80% interval low", "80% interval high", "95% interval low", "95% interval high",
+                              "recommended cap", "cap asked about", "original's training length T", "P(recover within cap)"]
+    assert df.loc["predicted", "iterations"] == pytest.approx(a.iterations) and df.loc["95% interval high", "iterations"] == pytest.approx(a.interval95[1])
+    assert df.loc["cap asked about", "epochs"] == pytest.approx(a.cap) and df.loc["original's training length T", "iterations"] == pytest.approx(T)
+    assert np.allclose(df.iterations.iloc[:-1]/df.epochs.iloc[:-1], ipe) and (df.loc["P(recover within cap)"] == a.p_recover).all()
 
-def test_advise_against_the_synthetic_truth(tiny, fitted):
-    base, data = tiny
-    ipe = 1000/BATCH
-    for recipe, lr in (("paper", 0.0), ("han", -1.0)):
-        a = advise(None, base, data, tolerance=0.01, recipe=recipe, advisor=fitted, features=_features(acc_gap=0.1, loss_ratio_recal=-1.0))
-        t = float(truth(10.0, lr, -1.0))
-        assert a.status == "recovers" and 0.5 <= a.iterations/t <= 2, (recipe, a.iterations, t)
-        assert a.epochs == pytest.approx(a.iterations/ipe, rel=1e-12)
-        assert a.recommended_cap == pytest.approx(a.interval95[1]/ipe)
-        assert a.interval95[0] <= a.iterations <= a.interval95[1] and a.interval80[0] <= a.interval80[1]
-    u = advise(None, base, data, tolerance=0.01, advisor=fitted, features=_features(acc_gap=0.3, loss_ratio_recal=2.0))
-    assert u.status == "unlikely" and u.p_recover < 0.5 and u.recommended_cap == pytest.approx(max(CAP/ipe, base.t_initial))
-    n = advise(None, base, data, tolerance=0.05, advisor=fitted, features=_features(acc_gap=0.05))  # exactly δ: within
-    assert n.status == "none" and n.iterations == 0 and n.epochs == 0 and n.p_recover == 1
+def test_advise_follows_the_law(tiny, pruned, fitted):
+    "A baseline whose record lies inside the synthetic corpus, features given: the advice is the law's, recipe by recipe."
+    base0, data = tiny
+    rec = TrainRecord(iterations=1000, n_train=8000, batch_size=BATCH, optimizer="adam", lr=1e-3, final_lr=0.0,
+                      schedule="cosine", train_loss=0.1)
+    base = Baseline.from_model(base0.model, config=CONFIG, record=rec)
+    ipe = len(data.x_train)/BATCH
+    for recipe, rho in (("paper", 1.0), ("han", 0.1)):
+        for gap, tol in ((0.1, 0.02), (0.3, 0.05)):
+            a = advise(pruned, base, data, tolerance=tol, recipe=recipe, advisor=fitted, features=_features(gap))
+            want = 1000*math.exp(law_log_ratio(gap/tol, rho))
+            assert a.in_domain and a.status == "recovers", (recipe, gap, a.out_of_domain)
+            assert 0.5 <= a.iterations/want <= 2, (recipe, gap, tol, a.iterations, want)
+            assert a.interval95[0] <= want <= a.interval95[1]
+            assert a.recommended_cap == pytest.approx(a.interval95[1]/ipe) and a.cap == pytest.approx(1000/ipe)
+            s = repr(a)
+            assert "in the corpus's domain" in s and f"{a.recommended_cap:.3g}" in s
+    # the cap asked about sets the probability: a third of the median is unlikely, three times it likely
+    want = 1000*math.exp(law_log_ratio(0.1/0.02, 1.0))
+    lo = advise(pruned, base, data, tolerance=0.02, advisor=fitted, features=_features(0.1), cap=want/3/ipe)
+    hi = advise(pruned, base, data, tolerance=0.02, advisor=fitted, features=_features(0.1), cap=3*want/ipe)
+    assert lo.status == "unlikely" and lo.p_recover < 0.2 and hi.status == "recovers" and hi.p_recover > 0.8
+    assert lo.recommended_cap == pytest.approx(max(1000, lo.interval95[1])/ipe)  # 'unlikely': at least the original's length
+    assert lo.iterations == pytest.approx(hi.iterations)
+    n = advise(pruned, base, data, tolerance=0.05, advisor=fitted, features=_features(0.05))  # exactly δ: within
+    assert n.status == "none" and n.iterations == 0 and n.epochs == 0 and n.p_recover == 1 and "no retraining needed" in repr(n)
 
-def test_advise_intervals_are_nested(tiny, fitted):
-    base, data = tiny
-    for recipe in ("paper", "han"):
-        a = advise(None, base, data, tolerance=0.01, recipe=recipe, advisor=fitted, features=_features(acc_gap=0.1, loss_ratio_recal=-1.0))
-        assert a.interval95[0] <= a.interval80[0] <= a.interval80[1] <= a.interval95[1], (recipe, a.interval80, a.interval95)
 
-def test_advise_input_errors_name_the_parameter(tiny, fitted):
-    base, data = tiny
-    f = _features(acc_gap=0.1)
-    for tol in (0, -0.1, 1.5):
-        with pytest.raises(ValueError, match="tolerance"): advise(None, base, data, tolerance=tol, advisor=fitted, features=f)
-    with pytest.warns(UserWarning, match="tolerance"): advise(None, base, data, tolerance=0.2, advisor=fitted, features=f)
-    with pytest.raises(ValueError, match="recipe"): advise(None, base, data, recipe="sgd", advisor=fitted, features=f)
-    with pytest.raises(TypeError, match="^advisor"): advise(None, base, data, advisor="corpus-v1", features=f)
-    with pytest.raises(ValueError, match="cap"): advise(None, base, data, cap=-1.0, advisor=fitted, features=f)
+# ---------------------------------------------------------------- 10. advise refuses bad input before measuring
 
-def test_advise_rejects_a_dataframe_as_advisor(tiny, corpus):
+@pytest.fixture
+def no_measuring(monkeypatch):
+    "advise must refuse bad input before any measurement: measuring fails the test."
+    def measured(*a, **k): raise AssertionError("measure_features ran before the input was checked")
+    monkeypatch.setattr(advisor_mod, "measure_features", measured)
+
+def test_advise_bad_input_names_the_parameter(tiny, pruned, fitted, no_measuring):
     base, data = tiny
-    with pytest.raises(TypeError, match="^advisor"): advise(None, base, data, advisor=corpus, features=_features(acc_gap=0.1))
+    ok = dict(advisor=fitted)
+    cases = [
+        (dict(pruned=None), TypeError, "^pruned"),
+        (dict(pruned=copy.deepcopy(base.model)), ValueError, "^pruned: holds no pruning masks"),
+        (dict(pruned=copy.deepcopy(pruned).double()), TypeError, "^pruned: parameters are"),
+        (dict(tolerance=0), ValueError, "^tolerance"), (dict(tolerance=1), ValueError, "^tolerance"),
+        (dict(tolerance=2), ValueError, "^tolerance"), (dict(tolerance=float("nan")), ValueError, "^tolerance"),
+        (dict(recipe="sgd"), ValueError, "^recipe"), (dict(cap=-1), ValueError, "^cap"), (dict(cap=0), ValueError, "^cap"),
+        (dict(method="random_node"), ValueError, "^method"), (dict(method="pruney"), ValueError, "^method"),
+        (dict(features={"acc_gap": 0.1}), ValueError, r"^features: missing"),
+        (dict(features=_features(0.1, acc_gap=float("nan"))), ValueError, "^features"),
+        (dict(features=_features(0.1, loss_ratio=float("inf"))), ValueError, "^features"),
+        (dict(features=[0.1]), TypeError, "^features"),
+        (dict(advisor="corpus-v1"), TypeError, "^advisor"),
+        (dict(advisor=pd.DataFrame({"a": [1]})), TypeError, "^advisor"),
+    ]
+    for kw, err, msg in cases:
+        args = dict(pruned=pruned, baseline=base, data=data, **ok) | kw
+        with pytest.raises(err, match=msg):
+            advise(**args)
+    with pytest.raises(TypeError, match="^baseline"): advise(pruned, base.model, data, advisor=fitted)
+    b64 = Baseline.from_model(copy.deepcopy(base.model).double(), config=CONFIG)
+    with pytest.raises(TypeError, match="^baseline.model"): advise(pruned, b64, data, advisor=fitted)
+    with pytest.raises(ValueError, match=r"^record: unknown fields \['iters'\]"):
+        Baseline.from_model(base.model, config=CONFIG, record={"iters": 3})
+
+
+# ---------------------------------------------------------------- 11. an unknown training length is said
+
+def test_unknown_training_length_is_said(tiny, pruned, fitted):
+    base0, data = tiny
+    ipe = len(data.x_train)/BATCH
+    bare = Baseline.from_model(base0.model, config=CONFIG)  # no record, no t_initial
+    a = advise(pruned, bare, data, tolerance=0.02, advisor=fitted, features=_features(0.1))
+    assert "training length is unknown" in a.out_of_domain and not a.in_domain and "OUT OF DOMAIN" in repr(a)
+    assert a.time_unit == pytest.approx(fitted.default_T) and a.cap == pytest.approx(fitted.default_T/ipe)
+    assert a.status != "none" and a.interval95[0] <= a.interval80[0] <= a.iterations <= a.interval80[1] <= a.interval95[1]
+    # t_initial alone: the length derived from it (epochs of these training images), and the note says so
+    t = Baseline.from_model(base0.model, config=CONFIG, t_initial=2.0)
+    b = advise(pruned, t, data, tolerance=0.02, advisor=fitted, features=_features(0.1))
+    assert "unknown" not in b.out_of_domain and "t_initial" in b.notes
+    assert b.time_unit == pytest.approx(2.0*len(data.x_train)/BATCH) and b.cap == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- 12. validate
+
+def test_validate_scores_every_rule_and_group():
+    runs = synth(200, seed=5, k=8, v1=4)
+    runs["arch"] = np.where(runs.arch.isin(["arch0", "arch2"]), "a", "b")
+    v = validate(runs, by="arch")
+    assert set(zip(v.held_out, v.rule)) == {(g, r) for g in ("a", "b", "all") for r in RULES} and len(v) == 3*len(RULES)
+    assert v.within_2x.between(0, 1).all()
+    for c in ("coverage0.8", "coverage0.95", "auc", "cap_reach"): assert (v[c].isna() | v[c].between(0, 1)).all(), c
+    read = runs[[f"status_{t:g}" for t in TOLS]].notna().sum(axis=1).groupby(runs.arch).sum()  # rows per held-out group
+    assert (v[v.held_out == "a"].rows == read["a"]).all() and (v[v.held_out == "all"].rows == read.sum()).all()
+    a = v[v.held_out == "all"].set_index("rule")
+    assert a.within_2x["advisor"] > max(a.within_2x["original length"], a.within_2x["10% of original"]) + 0.2
+    assert a.auc["advisor"] > 0.8 and abs(a["coverage0.8"]["advisor"] - 0.8) < 0.15
+    with pytest.raises(ValueError, match="^by"): validate(runs, by="method")
+    with pytest.raises(ValueError, match="^by: the runs hold one arch"): validate(runs.assign(arch="a"), by="arch")
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="BUG advisor.py: validate's Theorem 1 rule reads runs.iters_per_epoch, a column check_runs does not "
+                          "require: a table without it fails with a bare AttributeError")
+def test_validate_without_iters_per_epoch_is_refused_clearly():
+    runs = synth(120, seed=6, k=8).drop(columns=["iters_per_epoch", "log_theorem1"])
+    runs["arch"] = np.where(runs.arch.isin(["arch0", "arch2"]), "a", "b")
+    try: validate(runs, by="arch")
+    except ValueError as e: assert str(e).startswith("runs")

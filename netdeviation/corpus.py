@@ -291,8 +291,9 @@ def _readme(runs:pd.DataFrame, curves:pd.DataFrame)->str:
     st = {t: runs[f"status_{t:g}"].value_counts().reindex(list(STATUSES), fill_value=0).to_dict() for t in tols}
     grid = ", ".join(f"{k}s: {runs[k].nunique()}" for k in ("dataset", "arch", "regime", "orig_optimizer", "method", "recipe", "seed") if k in runs) + \
            f", amounts per method: {int(runs.groupby('method').amount.nunique().max())}"
-    n_val, acc = (int(runs.n_val.median()) if "n_val" in runs else None), float(runs.ref_acc.median())
-    sampling = f"; sampling alone gives √(p(1−p)/n) = {math.sqrt(acc*(1 - acc)/n_val):.4f} at the median original accuracy {acc:.4f} on {n_val} validation images" if n_val else ""
+    n_val, acc = (runs[k].median() if k in runs else None for k in ("n_val", "ref_acc"))
+    sampling = "" if n_val is None or acc is None else \
+               f"; sampling alone gives √(p(1−p)/n) = {math.sqrt(acc*(1 - acc)/n_val):.4f} at the median original accuracy {acc:.4f} on {n_val:.0f} validation images"
     lines = [f"# The recoverability corpus", "",
              f"{len(runs)} retraining runs ({grid}), {len(curves)} checks in all; written by `netdeviation.corpus.save_corpus` "
              "from the corpus sweep (`make corpus` regenerates it).", "",

@@ -466,4 +466,5 @@ def test_closed_form_package(name):
     model, pruned, x, want = CLOSED[name]()
     d = deviation(model, pruned, x)
     assert d.bound_rigorous == pytest.approx(want, rel=1e-6, abs=1e-9), (d.bound_rigorous, want)
-    assert d.lhs == pytest.approx(actual(model, pruned, x), rel=1e-6, abs=1e-9)
+    with torch.no_grad(): scale = fro(model(x))  # float32 rounding of the outputs, not of their (small) difference, sets the error
+    assert d.lhs == pytest.approx(actual(model, pruned, x), rel=1e-6, abs=1e-6*scale + 1e-9)

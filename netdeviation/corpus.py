@@ -20,7 +20,7 @@ from .data import Data, as_data, cache_dir, check_choice, check_device, check_fl
 from .deviation import AMOUNTS, deviation, deviation_sweep, original_activations, recalibrate_batchnorm
 from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_name, n_params
 from .pruning import CONNECTION_METHODS, METHODS, prune
-from .retraining import RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
+from .retraining import CROSSINGS, RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
 from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, evaluate, fit, get_config,
                                    load_checkpoint, save_checkpoint, seed_everything)
 
@@ -226,13 +226,13 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
     "Prune one original at several amounts, measure every feature, retrain under each recipe and read the recovery."
     check_choice(method, "method", METHODS); device = check_device(device)
     kind = "connection" if method in CONNECTION_METHODS else "node"
-    if isinstance(amounts, (int, float)) or isinstance(amounts, str): raise TypeError(f"amounts: expected a list of fractions, e.g. [0.5, 0.9], got {amounts!r}")
+    if isinstance(amounts, (int, float, str)): raise TypeError(f"amounts: expected a list of fractions, e.g. [0.5, 0.9], got {amounts!r}")
     amounts = CORPUS_AMOUNTS[kind] if amounts is None else [check_float(a, "amounts", 0, 1, high_open=True) for a in amounts]
     tolerances = [check_float(t, "tolerances", 0, 1, low_open=True) for t in tolerances]
     if not tolerances: raise ValueError("tolerances: expected at least one accuracy tolerance, e.g. [0.01, 0.02]")
     cfg0, n_default = original_config(arch, regime, optimizer)
     recipes = _recipes_for(recipes, cfg0)
-    check_choice(crossing, "crossing", ("first", "median3"))
+    check_choice(crossing, "crossing", CROSSINGS)
     data = corpus_data(dataset, n_default if n_train is None else n_train, n_val, device=device)
     cap = float(cfg0.epochs) if cap is None else check_float(cap, "cap", 0, low_open=True)
     if math.floor(cap*len(data.x_train)/cfg0.batch_size) < 1:

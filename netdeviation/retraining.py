@@ -184,6 +184,9 @@ def _forecaster(forecast, reference:float, delta:float|None, budget:int, crossin
     target_acc = reference - delta
     if forecast is True: return Forecaster(reference=reference, delta=delta, budget=budget, crossing=crossing)
     if not isinstance(forecast, Forecaster): raise TypeError(f"forecast: expected True or a Forecaster, got {type(forecast).__name__}")
+    if forecast.crossing != crossing:
+        raise ValueError(f"forecast: it reads recovery with crossing={forecast.crossing!r}, this run with crossing={crossing!r}; "
+                         "pass the same rule to both (e.g. retrain(..., crossing='median3'))")
     if abs(forecast.target - target_acc) > 1e-9:
         raise ValueError(f"forecast: its target accuracy {forecast.target:.4f} is not this run's {target_acc:.4f} (original's accuracy − δ); "
                          "build it for this run, e.g. `advice.forecaster(...)` or Forecaster(target=...)")

@@ -194,3 +194,21 @@ def test_loading_never_unpickles(monkeypatch, tmp_path):
     finally: load_forecast_model.cache_clear()
     with pytest.raises(ValueError): ForecastModel.from_json(pickle.dumps(PLAIN).decode("latin-1"))
     with pytest.raises(ValueError, match="text: expected a JSON object"): ForecastModel.from_json('{"bias": [0]}')
+
+
+def test_retrain_refuses_a_forecaster_with_another_crossing():
+    "retrain and its forecaster must read recovery by one rule: a mismatch is refused before any step."
+    import torch
+    from torch import nn
+    from netdeviation.data import from_tensors
+    from netdeviation.pruning import prune
+    from netdeviation.retraining import retrain
+    g = torch.Generator().manual_seed(0)
+    data = from_tensors(torch.rand(60, 4, 4, generator=g), torch.randint(0, 2, (60,), generator=g), n_val=20, normalise=False)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    pruned = prune(model, "magnitude", 0.5)
+    from netdeviation.training import evaluate
+    ref = evaluate(model, *data.pruning_data)["acc"]
+    fc = Forecaster(reference=ref, delta=0.01, crossing="median3")
+    with pytest.raises(ValueError, match="^forecast: it reads recovery with crossing='median3'"):
+        retrain(pruned, data, model, eps=None, delta=0.01, max_epochs=1.0, crossing="first", forecast=fc, progress=False)

@@ -397,9 +397,37 @@ def _pair(item, where:str):
                         + (f" of {len(item)} items" if isinstance(item, (tuple, list)) else ""))
     return item
 
+def _length(src, param:str)->int:
+    "`len(src)`, or a `TypeError` naming `param` when `__len__` does not give a count."
+    try: return len(src)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise TypeError(f"{param}: len() of the dataset failed ({type(e).__name__}: {e}); its __len__ must return the "
+                        "number of items, an integer >= 0") from None
+
+def _lies(param:str, n:int, where:str, e:Exception)->ValueError:
+    "The error for a dataset whose `len()` promises more items than it has."
+    return ValueError(f"{param}: len() says {n} items, but reading {where} raised {type(e).__name__} ({str(e).splitlines()[0][:120]}); "
+                      "make __len__ return the true count, or pass a torch.utils.data.Subset of the items that exist")
+
+def _in_order(dl, param:str):
+    "`dl` itself when it yields its items in one fixed order; a shuffling loader as a loader of the same items in index order."
+    from torch.utils.data import DataLoader
+    if dl.batch_sampler is None and dl.sampler is None: return dl
+    draw = (lambda: [i for b in dl.batch_sampler for i in b]) if dl.batch_sampler is not None else (lambda: list(dl.sampler))
+    first, second = draw(), draw()
+    if first == second: return dl
+    try: same = sorted(first) == sorted(second) and len(set(first)) == len(first)
+    except TypeError: same = False
+    if not same:
+        raise ValueError(f"{param}: the DataLoader's sampler ({type(dl.sampler).__name__}) draws a different set of items on "
+                         "every pass (sampling with replacement, or drop_last with shuffle), so the data and the validation "
+                         "split would change from call to call; pass its dataset, or a DataLoader with shuffle=False")
+    return DataLoader(dl.dataset, batch_size=dl.batch_size or 1, sampler=sorted(first), num_workers=dl.num_workers,
+                      collate_fn=dl.collate_fn, pin_memory=dl.pin_memory)
+
 def _batches(src, param:str):
     "(upper bound on the number of images, an iterator of (images, labels) batches) of a Dataset or DataLoader."
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, IterableDataset
     if isinstance(src, (torch.Tensor, np.ndarray)):
         raise TypeError(f"{param}: expected a torch Dataset or DataLoader, got a {type(src).__name__}; "
                         "build Data from tensors with `from_tensors`")
@@ -407,19 +435,28 @@ def _batches(src, param:str):
         try: n = len(src) * src.batch_size if src.batch_size else len(src.dataset)
         except TypeError: raise TypeError(f"{param}: a DataLoader over a dataset without len() cannot be sized before "
                                           "reading; read it into tensors yourself and use `from_tensors`") from None
+        if not isinstance(src.dataset, IterableDataset): src = _in_order(src, param)
         def gen():
-            for i, b in enumerate(src):
+            it, i = iter(src), 0
+            while True:
+                try: b = next(it)
+                except StopIteration: return
+                except IndexError as e: raise _lies(param, _length(src.dataset, param), f"batch {i}", e) from None
                 x, y = _pair(b, f"{param} batch {i}")
                 yield _image(x, f"{param} batch {i}"), torch.as_tensor(y)
+                i += 1
         return n, gen()
     if not (hasattr(src, "__len__") and hasattr(src, "__getitem__")):
         raise TypeError(f"{param}: expected a torch Dataset (with len()) or DataLoader of (image, label) items, got "
                         f"{type(src).__name__}; for tensors use `from_tensors`")
+    n = _length(src, param)
     def gen():
-        for i in range(len(src)):
-            x, y = _pair(src[i], f"{param}[{i}]")
+        for i in range(n):
+            try: item = src[i]
+            except IndexError as e: raise _lies(param, n, f"item {i}", e) from None
+            x, y = _pair(item, f"{param}[{i}]")
             yield _image(x, f"{param}[{i}]")[None], torch.as_tensor(y).reshape(1)
-    return len(src), gen()
+    return n, gen()
 
 def _read(n:int, batches, param:str)->tuple[torch.Tensor, torch.Tensor]:
     "Fill tensors of `n` images (at most) from the batches: every image of one shape and dtype, one integer label each."
@@ -446,7 +483,7 @@ def from_dataset(train,                  # a torch `Dataset` or `DataLoader` of 
                  device:str|torch.device="cpu", # where the tensors live
                  max_bytes:float=MAX_BYTES, # refuse when the float32 tensors would be larger than this many bytes
                 )->Data:
-    "A `Data` from torch datasets or loaders, read once into tensors (size checked first), then `from_tensors`."
+    "A `Data` from torch datasets or loaders, read once into tensors (size checked first), then `from_tensors`; a shuffling loader is read in index order."
     check_device(device); check_int(seed, "seed")
     max_bytes = check_float(max_bytes, "max_bytes", 0, low_open=True)
     srcs = {p: _batches(s, p) for p, s in (("train", train), ("val", val), ("test", test)) if s is not None}
@@ -478,10 +515,14 @@ def _read_split(root:Path, train:bool, download:bool, name:str="mnist")->tuple[t
     try: ds = {"mnist": MNIST, "fashion_mnist": FashionMNIST}[name](root=str(root), train=train, download=download)
     except Exception as e:
         raise DataError(f"{title} not found or unreadable in '{root}' (looked for '{root}/{folder}'): {e}. {_fix(name)}") from None
-    x, y = ds.data, ds.targets
-    if x.shape != (n, 28, 28) or y.shape != (n,) or int(y.min()) < 0 or int(y.max()) > 9:
-        raise DataError(f"{title} in '{root}/{folder}' is corrupt: {'train' if train else 'test'} images have shape "
+    x, y, split = ds.data, ds.targets, "train" if train else "test"
+    if x.shape != (n, 28, 28) or y.shape != (n,):
+        raise DataError(f"{title} in '{root}/{folder}' is corrupt: {split} images have shape "
                         f"{tuple(x.shape)}, labels {tuple(y.shape)}; expected ({n}, 28, 28) and ({n},). {_fix(name)}")
+    bad = ((y < 0) | (y > 9)).nonzero().flatten()
+    if len(bad):
+        raise DataError(f"{title} in '{root}/{folder}' is corrupt: {len(bad)} {split} labels lie outside 0..9 (label "
+                        f"{int(y[bad[0]])} at index {int(bad[0])}); the shapes are right, the label file is not. {_fix(name)}")
     return x, y.long()
 
 def normalise(x:torch.Tensor,              # uint8 pixels, (N, H, W) such as MNIST's (N, 28, 28), or (N, C, H, W)
@@ -533,6 +574,28 @@ def load_fashion_mnist(data_dir:str|Path|None=None,   # folder holding `FashionM
     return _load("fashion_mnist", data_dir, device, seed, n_val)
 
 # %% ../nbs/00_data.ipynb #2708bd63
+class _BatchUnpickler(pickle.Unpickler):
+    "Unpickles only what a CIFAR-10 batch holds (dicts, lists, strings, numbers, NumPy arrays): no other object is built."
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("codecs", "encode")}
+    def find_class(self, module:str, name:str):
+        if (module, name) in self.ALLOWED: return super().find_class(module, name)
+        raise _Refused(f"{module}.{name}")
+
+class _Refused(pickle.UnpicklingError):
+    "A batch file asked for an object a CIFAR-10 batch never holds."
+
+def _load_batch(path:Path)->dict:
+    "One CIFAR-10 batch file, read by `_BatchUnpickler`; a `DataError` naming the file if it asks for anything else."
+    try:
+        with open(path, "rb") as fh: return _BatchUnpickler(fh, encoding="latin1").load()
+    except _Refused as e:
+        raise DataError(f"CIFAR-10 batch '{path}' is not a genuine batch file: it asks to build {e} (a pickle can run "
+                        "code, so nothing in it was run or built); only dicts, lists, strings, numbers and NumPy arrays are "
+                        "read. Delete the folder and let torchvision download it again, or restore the file from the "
+                        "official archive (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz).") from None
+
 def _read_cifar(root:Path, train:bool, download:bool)->tuple[torch.Tensor, torch.Tensor]:
     "uint8 `(N, 3, 32, 32)` images and int64 labels of one CIFAR-10 split from its pickled batches, or a `DataError`."
     folder = root/_SOURCES["cifar10"][1]
@@ -545,8 +608,9 @@ def _read_cifar(root:Path, train:bool, download:bool)->tuple[torch.Tensor, torch
     xs, ys = [], []
     for f in files:
         try:
-            with open(folder/f, "rb") as fh: batch = pickle.load(fh, encoding="latin1")
+            batch = _load_batch(folder/f)
             x, y = np.asarray(batch["data"]), np.asarray(batch["labels"])
+        except DataError: raise
         except Exception as e:
             raise DataError(f"CIFAR-10 not found or unreadable in '{root}' (looked for '{folder/f}'): "
                             f"{type(e).__name__}: {e}. {_fix('cifar10')}") from None

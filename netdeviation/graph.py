@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_graph.ipynb #c90c098c
 from __future__ import annotations
-import hashlib, math, numbers, operator, weakref
+import hashlib, inspect, itertools, math, numbers, operator, weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,9 +17,10 @@ from .data import check_float, check_int
 
 # %% auto #0
 __all__ = ['PRUNABLE', 'GELU_LIP', 'GELU_TANH_LIP', 'SILU_LIP', 'WEIGHTED', 'AFFINE', 'MAXPOOL', 'LINEAR', 'SHAPE', 'ADD', 'CAT',
-           'META', 'MODULE_RULES', 'FUNCTION_RULES', 'METHOD_RULES', 'UnsupportedOperation', 'max_slope', 'Rule',
-           'register', 'Graph', 'call', 'Op', 'trace', 'lanczos_max', 'start_vectors', 'linear_norm', 'window_count',
-           'gain', 'combine', 'effective', 'change', 'eval_mode', 'Stage', 'stages', 'is_chain', 'prunable_layers']
+           'META', 'MODULE_RULES', 'FUNCTION_RULES', 'METHOD_RULES', 'MODEL_DTYPES', 'UnsupportedOperation',
+           'max_slope', 'Rule', 'register', 'Graph', 'call', 'Op', 'trace', 'follow_inplace', 'lanczos_max',
+           'start_vectors', 'linear_norm', 'window_count', 'gain', 'combine', 'effective', 'change', 'eval_mode',
+           'check_model', 'Stage', 'stages', 'is_chain', 'prunable_layers']
 
 # %% ../nbs/01a_graph.ipynb #6e7c10fb
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # the layers whose weights are pruned
@@ -99,8 +100,9 @@ FUNCTION_RULES = {
     F.max_pool1d: MAXPOOL, F.max_pool2d: MAXPOOL,
     F.avg_pool1d: LINEAR, F.avg_pool2d: LINEAR, F.adaptive_avg_pool1d: LINEAR, F.adaptive_avg_pool2d: LINEAR, torch.mean: LINEAR,
     torch.flatten: SHAPE, torch.reshape: SHAPE, F.dropout: SHAPE, torch.squeeze: SHAPE, torch.unsqueeze: SHAPE,
-    operator.add: ADD, torch.add: ADD, torch.cat: CAT, torch.concat: CAT,
+    operator.add: ADD, torch.add: ADD, torch.cat: CAT, torch.concat: CAT, operator.iadd: ADD,
     operator.mul: Rule("scale", _scale), operator.truediv: Rule("scale", _divide),
+    operator.imul: Rule("scale", _scale), operator.itruediv: Rule("scale", _divide),
     operator.getitem: SHAPE, getattr: META,
 }
 METHOD_RULES = {
@@ -171,7 +173,7 @@ def _call(n:fx.Node, mods:dict, env:dict):
     "Evaluate one fx node with its inputs from `env` (an in-place operation works on a copy, so `env` stays intact)."
     args = fx.node.map_arg(n.args, lambda a: env[a.name]); kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a.name])
     m = mods.get(n.target) if n.op == "call_module" else None
-    if getattr(m, "inplace", False) or kwargs.get("inplace", False):   # keep the recorded input intact
+    if n.meta.get(_INPLACE):   # keep the recorded input intact; later readers read this op's output (`follow_inplace`)
         args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
     if m is not None: return m(*args, **kwargs)
     if n.op == "call_function": return n.target(*args, **kwargs)
@@ -245,12 +247,13 @@ def trace(model:nn.Module, # any network torch.fx can trace (an `nn.Sequential` 
     if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
     if model in _TRACES: return _TRACES[model]
     root = _Chain(model) if isinstance(model, nn.Sequential) else model
-    try: g = fx.Tracer().trace(root)
+    try: g = _Tracer().trace(root)
     except Exception as e:
         raise UnsupportedOperation(
             f"model: torch.fx could not trace {type(model).__name__} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             "netdeviation needs a forward without data-dependent Python control flow; see "
             "https://pytorch.org/docs/stable/fx.html#limitations-of-symbolic-tracing") from None
+    follow_inplace(g, model)
     ops, meta = [], set()
     for n in g.nodes:
         if n.op == "placeholder": ops.append(Op(n.name, n.op, n.target, "input", [], None, n)); continue
@@ -263,6 +266,65 @@ def trace(model:nn.Module, # any network torch.fx can trace (an `nn.Sequential` 
     graph = Graph(g, ops, type(model).__name__)
     _TRACES[model] = graph
     return graph
+
+# %% ../nbs/01a_graph.ipynb #6e70ff8a
+_INPLACE = "netdeviation_inplace"                                 # fx node meta key: the node changes its first input
+_INPLACE_OPS = (operator.iadd, operator.imul, operator.itruediv)  # `+=`, `*=`, `/=` as `_Tracer` records them
+
+class _Proxy(fx.Proxy):
+    "An fx proxy that records `+=`, `*=` and `/=` as the in-place operations they are (plain `fx.Proxy` records `h = h + 1`)."
+    def __iadd__(self, other): return self.tracer.create_proxy("call_function", operator.iadd, (self, other), {})
+    def __imul__(self, other): return self.tracer.create_proxy("call_function", operator.imul, (self, other), {})
+    def __itruediv__(self, other): return self.tracer.create_proxy("call_function", operator.itruediv, (self, other), {})
+
+class _Tracer(fx.Tracer):
+    def proxy(self, node:fx.Node)->fx.Proxy: return _Proxy(node, self)
+
+def _writes_in_place(n:fx.Node, model:nn.Module)->bool:
+    "True when `n` changes its first input: a module or call with `inplace=True`, `+=`/`*=`/`/=`, or a method like `relu_`."
+    if n.op == "call_module": return bool(getattr(model.get_submodule(n.target), "inplace", False))
+    if n.op == "call_method": return n.target.endswith("_") and not n.target.endswith("__")
+    if n.op != "call_function": return False
+    name = getattr(n.target, "__name__", "")
+    if n.target in _INPLACE_OPS or (name.endswith("_") and not name.endswith("__")): return True
+    try: return bool(inspect.signature(n.target).bind(*n.args, **n.kwargs).arguments.get("inplace", False))
+    except (TypeError, ValueError): return bool(n.kwargs.get("inplace", False))   # a builtin without a signature
+
+def _views(src:fx.Node, before:dict, model:nn.Module)->list:
+    "Nodes before the cut in `before` that share memory with `src` through shape operations (views), `src` excluded."
+    viewing = lambda n: n.op.startswith("call_") and (_rule(n, model) or Rule("")).kind == "shape" and \
+                        bool(n.args) and isinstance(n.args[0], fx.Node)
+    seen, todo = {src}, [src]
+    while todo:
+        n = todo.pop()
+        near = [u for u in n.users if u in before and viewing(u) and u.args[0] is n] + ([n.args[0]] if viewing(n) else [])
+        for m in near:
+            if m in before and m not in seen: seen.add(m); todo.append(m)
+    return [m for m in seen if m is not src]
+
+def follow_inplace(g:fx.Graph,       # a traced graph (changed in place)
+                   model:nn.Module,  # the traced model (its modules' `inplace` flags)
+                  )->list[str]:      # names of the in-place nodes
+    "Give `g` eager semantics for in-place operations: later readers of a changed tensor read the changing op's output."
+    order, scalars, found = {n: i for i, n in enumerate(g.nodes)}, set(), []
+    for n in list(g.nodes):
+        ins = n.all_input_nodes
+        rule = _rule(n, model) if n.op.startswith("call_") else None
+        if (rule is not None and rule.kind == "meta") or (n.op == "call_function" and ins and all(a in scalars for a in ins)):
+            scalars.add(n); continue                                   # sizes and their arithmetic: plain numbers
+        if not (_writes_in_place(n, model) and n.args and isinstance(n.args[0], fx.Node)) or n.args[0] in scalars: continue
+        src, later = n.args[0], lambda m: [u.name for u in m.users if order[u] > order[n]]
+        for m in _views(src, {k: i for k, i in order.items() if i < order[n]}, model):
+            if later(m):
+                raise UnsupportedOperation(
+                    f"model: the in-place operation at node '{n.name}' ({_describe(n)}) changes '{src.name}', whose view "
+                    f"'{m.name}' is read after the change (at '{later(m)[0]}'); netdeviation.graph follows an in-place "
+                    f"change only through the tensor it is applied to. Use inplace=False at '{n.name}' (nn.ReLU(inplace=False), "
+                    "F.relu(h), h.relu() for h.relu_(), h = h + 1 for h += 1).")
+        for u in list(src.users):
+            if order[u] > order[n]: u.replace_input_with(src, n)
+        n.meta[_INPLACE] = True; found.append(n.name)
+    return found
 
 # %% ../nbs/01a_graph.ipynb #512b2c07
 def _tridiagonal_max(alphas:list, betas:list)->torch.Tensor:
@@ -442,6 +504,28 @@ def eval_mode(*models:nn.Module, # the networks to switch
     finally:
         for m, training in modes: m.training = training
 
+# %% ../nbs/01a_graph.ipynb #35ffde2d
+MODEL_DTYPES = (torch.float32, torch.float64)   # the weight dtypes pruning and deviation support
+
+def check_model(model:nn.Module,  # a network to prune or to measure
+                name:str="model", # the parameter's name, for the error message
+               )->nn.Module:      # `model` itself
+    "`model` when it is an `nn.Module` with real float32 or float64 weights of one dtype; a clear error naming `name` otherwise."
+    if not isinstance(model, nn.Module): raise TypeError(f"{name}: expected a torch nn.Module, got {type(model).__name__}")
+    tensors = list(itertools.chain(model.named_parameters(), model.named_buffers()))
+    if meta := [n for n, t in tensors if t.is_meta]:
+        raise ValueError(f"{name}: '{meta[0]}'{f' and {len(meta)-1} other tensors' if len(meta) > 1 else ''} on the meta device "
+                         "hold shapes without values; give the model real weights first, e.g. model.to_empty(device='cpu') "
+                         "and then model.load_state_dict(...)")
+    dtypes = sorted({t.dtype for _, t in tensors if t.is_floating_point() or t.is_complex()}, key=str)
+    if bad := [str(d) for d in dtypes if d not in MODEL_DTYPES]:
+        raise TypeError(f"{name}: has {' and '.join(bad)} weights; pruning and deviation support float32 and float64 models "
+                        "(half precision overflows or rounds away the norms they compute); convert it with model.float() or model.double()")
+    if len(dtypes) > 1:
+        raise TypeError(f"{name}: mixes {' and '.join(map(str, dtypes))} weights; give all its parameters and buffers one dtype, "
+                        "e.g. with model.float()")
+    return model
+
 # %% ../nbs/01a_graph.ipynb #b8d1116f
 @dataclass
 class Stage:
@@ -461,8 +545,9 @@ def _walk(model:nn.Sequential)->tuple[nn.Sequential, list[Stage]]:
     prefix, found = [], []
     for name, m in model.named_children():
         if isinstance(m, PRUNABLE): found.append((name, m, []))
-        elif list(m.parameters()):
-            raise ValueError(f"model: module '{name}' ({type(m).__name__}) has parameters but is not Linear/Conv1d/Conv2d; use `trace` for networks with BatchNorm or branches")
+        elif list(m.parameters()) or isinstance(m, nn.modules.batchnorm._NormBase):   # affine=False: running statistics
+            raise ValueError(f"model: module '{name}' ({type(m).__name__}) has parameters or running statistics but is not "
+                             "Linear/Conv1d/Conv2d; use `trace` for networks with BatchNorm or branches")
         elif found: found[-1][2].append(m)
         else: prefix.append(m)
     if not found: raise ValueError("model: has no prunable layers (nn.Linear or nn.Conv2d)")

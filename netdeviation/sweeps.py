@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_sweeps.ipynb #53bd98b4
 from __future__ import annotations
-import ast, contextvars, fcntl, functools, hashlib, itertools, json, math, multiprocessing, os, shutil, socket, time, traceback, warnings
+import ast, contextvars, fcntl, functools, hashlib, itertools, json, math, multiprocessing, os, shutil, signal, socket, sys, threading, time, traceback, warnings
 from contextlib import ExitStack, contextmanager
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -16,15 +16,20 @@ from tqdm.auto import tqdm
 import netdeviation
 
 # %% auto #0
-__all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'PATH_VARS', 'expand_grid', 'nbs_dir', 'find_notebook',
+__all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'RUN_LOCK', 'PATH_VARS', 'expand_grid', 'nbs_dir', 'find_notebook',
            'notebook_params', 'check_params', 'GridSpec', 'load_grid', 'RunStoreError', 'run_id', 'save_result',
            'read_run', 'run_state', 'execute_run', 'check_folder', 'threads_per_worker', 'check_executor',
            'SweepResult', 'run_sweep', 'grid_spec', 'run_grid_file', 'SweepLockedError', 'lock_folder', 'run_sweeps',
            'BrokenRunsWarning', 'collect', 'problem_runs']
 
 # %% ../nbs/07_sweeps.ipynb #c0492d00
+_JSON_TYPES = (str, int, float, bool, type(None), list, tuple, dict)   # what a run's params.json can hold
+
 def _check_finite(v, where:str):
-    "Refuse NaN and infinities anywhere in a grid value: JSON cannot hold them (Python would write non-standard `NaN`)."
+    "Refuse what JSON cannot hold anywhere in a grid value: NaN and infinities, and other types (a TOML date or time)."
+    if not isinstance(v, _JSON_TYPES):
+        raise TypeError(f"{where}: {v!r} is a {type(v).__name__}; a run's parameters are stored as JSON, which holds "
+                        f"strings, numbers, booleans, lists and tables: write it as a string (\"{v}\") and parse it in the template")
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"{where}: {v!r} is not a finite number; a run's parameters are stored as JSON, which has no "
                          "NaN or infinity: give finite values")
@@ -248,12 +253,40 @@ def _quiet_kernel_manager()->type:
     "jupyter_client's kernel manager, without the SIGINT it sends a kernel before asking it to shut down."
     from jupyter_client.manager import AsyncKernelManager
     class QuietKernelManager(AsyncKernelManager):
+        lock_fd = None  # the run's lock, inherited by the kernel: held until the kernel too has ended
         # A SIGINT that lands while the idle kernel finishes a message makes ipykernel log "KeyboardInterrupt caught in
         # kernel" at ERROR level. The shutdown request alone ends an idle kernel; a busy one is still stopped by the
         # SIGTERM/SIGKILL that follow when it does not exit within `shutdown_wait_time`.
         async def _async_interrupt_kernel(self):
             if not self.shutting_down: await super()._async_interrupt_kernel()
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if self.lock_fd is not None: kw["pass_fds"] = (*kw.get("pass_fds", ()), self.lock_fd)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
     return QuietKernelManager
+
+RUN_LOCK = ".lock"  # in each run folder: held (flock) by the process executing the run, and by its kernel
+
+@contextmanager
+def _run_lock(run_dir:Path):
+    "Hold the run's lock (an exclusive `flock` on `run_dir/.lock`) while it executes, first waiting for any other holder."
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir/RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a run of a killed sweep may still be running: wait for it to end
+        yield fd
+    finally: os.close(fd)
+
+def _fingerprint(run_dir:Path)->str|None:
+    "SHA-256 of the run's `metrics.json` as it is now (None when there is none): whether someone sealed the run meanwhile."
+    try: return hashlib.sha256((Path(run_dir)/"metrics.json").read_bytes()).hexdigest()
+    except OSError: return None
+
+def _clear(run_dir:Path):
+    "Remove everything in `run_dir` but its lock."
+    for p in run_dir.iterdir():
+        if p.name == RUN_LOCK: continue
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
 
 PATH_VARS = ("NETDEVIATION_CACHE", "NETDEVIATION_DATA")  # folders the templates read and write through the environment
 
@@ -268,16 +301,24 @@ def _check_timeout(timeout)->float|None:
     return check_float(timeout, "timeout", 0, low_open=True)
 
 def execute_run(notebook:str|Path,     # the template
-                run_dir:str|Path,      # the run's folder (cleared first)
+                run_dir:str|Path,      # the run's folder (cleared first, but for its lock)
                 params:dict,           # its parameters
                 timeout:float|None=None, # seconds allowed per cell; None: no limit
+                seen:str|None|bool=False, # `metrics.json`'s fingerprint when the sweep chose this run (None: none); False: no check
                )->dict:                # {'run_id', 'status', 'elapsed_s', 'error'}
-    "Execute one run of a sweep with papermill and seal its `metrics.json`; errors are recorded, not raised."
-    import papermill as pm
+    "Execute one run of a sweep with papermill and seal its `metrics.json`, holding the run's lock; errors are recorded, not raised."
     timeout = _check_timeout(timeout)
-    notebook, run_dir, t0 = Path(notebook).resolve(), Path(run_dir).resolve(), time.perf_counter()  # the kernel runs in run_dir
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    notebook, run_dir = Path(notebook).resolve(), Path(run_dir).resolve()  # the kernel runs in run_dir
+    with _run_lock(run_dir) as fd:
+        if seen is not False and _fingerprint(run_dir) != seen:  # sealed by another process since the sweep looked
+            return {"run_id": run_dir.name, "status": "skipped", "elapsed_s": 0.0, "error": None}
+        return _execute_locked(notebook, run_dir, params, timeout, fd)
+
+def _execute_locked(notebook:Path, run_dir:Path, params:dict, timeout:float|None, fd:int)->dict:
+    "`execute_run` once the run's lock `fd` is held: clear the folder, run the template, seal the record."
+    import papermill as pm
+    t0 = time.perf_counter()
+    _clear(run_dir)
     _write_json(run_dir/"params.json", params)
     result = run_dir/"result.json"
     _absolute_env()
@@ -287,7 +328,8 @@ def execute_run(notebook:str|Path,     # the template
         # "This event loop is already running".
         contextvars.Context().run(pm.execute_notebook, str(notebook), str(run_dir/"run.ipynb"), parameters={**params, RESULT_PARAM: str(result)},
                             cwd=str(run_dir), progress_bar=False, execution_timeout=timeout,
-                            kernel_manager_class=_quiet_kernel_manager(), extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                            kernel_manager_class=type("RunKernelManager", (_quiet_kernel_manager(),), {"lock_fd": fd}),
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
         if not result.is_file(): raise RunStoreError(f"the notebook finished without saving its result to {RESULT_PARAM}")
         out = {"status": "ok", "result": json.loads(result.read_text())}
     except Exception as e: out = {"status": "error", "error": _error(e)}
@@ -298,8 +340,25 @@ def execute_run(notebook:str|Path,     # the template
     return {"run_id": rec["run_id"], "status": rec["status"], "elapsed_s": rec["elapsed_s"], "error": out.get("error")}
 
 # %% ../nbs/07_sweeps.ipynb #e8a15867
-def _init_worker(threads:int): # torch threads for each run of this worker
-    "Process-pool initializer: the torch threads of this worker's runs."
+def _die_with(parent:int):
+    "End this process when `parent` ends: a parent-death signal (Linux `prctl`), else a thread watching the parent's pid."
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1: PR_SET_PDEATHSIG
+                if os.getppid() != parent: os._exit(1)                                  # it ended before the call
+                return
+        except (OSError, AttributeError): pass
+    def watch():
+        while os.getppid() == parent: time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, name="netdeviation-parent-watch", daemon=True).start()
+
+def _init_worker(threads:int,          # torch threads for each run of this worker
+                 parent:int|None=None, # pid of the sweep: the worker ends when it does
+                ):
+    "Process-pool initializer: the torch threads of this worker's runs, and an end together with the sweep's process."
+    if parent is not None: _die_with(parent)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ[k] = str(threads)
 
 def check_folder(path:str|Path, # a folder that may not exist yet
@@ -434,13 +493,14 @@ def lock_folder(root:str|Path, # a sweep's folder (created if missing)
     finally:
         lock.unlink(missing_ok=True); os.close(fd)
 
-def _todo(spec:GridSpec, root:Path, retry_failed:bool, res:SweepResult)->list[dict]:
-    "The runs of `spec` still to run; the others are marked 'skipped' in `res`."
+def _todo(spec:GridSpec, root:Path, retry_failed:bool, res:SweepResult)->list[tuple[dict, str|None]]:
+    "The runs of `spec` still to run, each with its `metrics.json` fingerprint now; the others are marked 'skipped' in `res`."
     todo = []
     for p in spec.runs:
+        seen = _fingerprint(root/run_id(p))
         state = run_state(root/run_id(p))
         if state == "done" or (state == "failed" and not retry_failed): res.states[run_id(p)] = "skipped"
-        else: todo.append(p)
+        else: todo.append((p, seen))
     return todo
 
 def _check_specs(specs)->list[GridSpec]:
@@ -471,15 +531,16 @@ def run_sweeps(specs:list[GridSpec],          # sweeps from `grid_spec` or `load
     return results
 
 def _execute(specs, results, executor, workers, threads, retry_failed, timeout, progress):
-    jobs = [(sp, r, p) for sp, r in zip(specs, results) for p in _todo(sp, r.path, retry_failed, r)]
+    jobs = [(sp, r, p, seen) for sp, r in zip(specs, results) for p, seen in _todo(sp, r.path, retry_failed, r)]
     if not jobs: return
     from netdeviation import sweeps  # by module, so that spawned workers (and Dask) can unpickle the functions
     # The pool has no more processes than runs, but each keeps the threads of the requested size: resuming a sweep
     # with fewer runs left gives its runs the same thread count, so the same numbers.
     pool = executor or ProcessPoolExecutor(min(workers or os.cpu_count() or 1, len(jobs)), initializer=sweeps._init_worker,
-                                           initargs=(threads,), mp_context=multiprocessing.get_context("spawn"))
+                                           initargs=(threads, os.getpid()), mp_context=multiprocessing.get_context("spawn"))
     try:
-        futs = {pool.submit(sweeps.execute_run, sp.notebook, r.path/run_id(p), p, timeout): (r, run_id(p)) for sp, r, p in jobs}
+        futs = {pool.submit(sweeps.execute_run, sp.notebook, r.path/run_id(p), p, timeout, seen): (r, run_id(p))
+                for sp, r, p, seen in jobs}
         bar = tqdm(as_completed(futs), total=len(futs), desc=f"sweep {', '.join(sp.name for sp in specs)}", disable=not progress)
         for f in bar:
             r, rid = futs[f]

@@ -83,6 +83,72 @@ def test_kill9_then_resume_equals_uninterrupted(toy, reference, tmp_path):
     _same_tables(runs, reference)
 
 
+RACE_PARAMS = "x = 1.0\nsleep = 0.0\nlog_dir = ''\nresult_path = None"
+RACE_BODY = """
+import fcntl, os, time
+from pathlib import Path
+log = Path(log_dir)/str(int(x))
+fd = os.open(f"{log}.lock", os.O_CREAT | os.O_RDWR)   # the test's own witness: held by whoever executes run x
+try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); alone = "alone"
+except BlockingIOError: alone = "OVERLAP"
+with open(f"{log}.log", "a") as f: f.write(f"start {os.getpid()} {alone}\\n")
+time.sleep(sleep)
+with open(f"{log}.log", "a") as f: f.write(f"end {os.getpid()}\\n")
+save_result(result_path, square=x**2)
+"""
+RACE_SCRIPT = """
+import sys
+from netdeviation.sweeps import run_sweep
+if __name__ == "__main__":
+    run_sweep(sys.argv[1], {"x": [1, 2, 3, 4, 5, 6]}, {"sleep": 3.0, "log_dir": sys.argv[3]}, name="race", runs_dir=sys.argv[2],
+              workers=2, progress=False)
+"""
+
+def _started_not_ended(logs:Path)->int:
+    return sum(1 for f in logs.glob("*.log") if f.read_text().count("start") > f.read_text().count("end"))
+
+def _left_behind(*folders:Path)->list[str]:
+    "Processes (not this one) whose working directory is one of `folders` or inside it: the killed sweep's workers and kernels."
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid(): continue
+        try: cwd, state = Path(os.readlink(d/"cwd")), (d/"stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError: continue
+        if state != "Z" and any(cwd == f or f in cwd.parents for f in folders):
+            cmd = (d/"cmdline").read_bytes().replace(bytes(1), b" ").decode(errors="replace")
+            found.append(f"{d.name} ({cmd[:80]})")
+    return found
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs /proc (Linux)")
+def test_kill9_of_the_main_process_only_then_resume_at_once(tmp_path):
+    "Only the sweep's main process is killed: its workers end with it, the resume runs nothing twice, nothing overlaps."
+    toy = _notebook(tmp_path/"race.ipynb", RACE_PARAMS, RACE_BODY, "from netdeviation.sweeps import save_result")
+    runs, logs, home = tmp_path/"runs", tmp_path/"logs", tmp_path/"home"
+    logs.mkdir(); home.mkdir()
+    (script := tmp_path/"race.py").write_text(RACE_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(toy), str(runs), str(logs)], cwd=home, start_new_session=True)
+    deadline = time.time() + 300
+    while not (list((runs/"race").glob("*/metrics.json")) and _started_not_ended(logs)):
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended (or hung for 300 s) before it could be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the main process alone: its workers, kernels and resource tracker are not signalled
+    proc.wait()
+    sealed = {d.parent.name for d in (runs/"race").glob("*/metrics.json")}
+    res = run_sweep(toy, {"x": [1, 2, 3, 4, 5, 6]}, {"sleep": 3.0, "log_dir": str(logs)}, name="race", runs_dir=runs,
+                    workers=2, progress=False)
+    assert not res.errors and res.count("done") + res.count("skipped") == 6, res
+    assert res.count("skipped") >= len(sealed) >= 1
+    text = {f.stem: f.read_text() for f in logs.glob("*.log")}
+    assert not [k for k, t in text.items() if "OVERLAP" in t], text          # never two executions of one run at once
+    by_id = {run_id({"x": float(x), "sleep": 3.0, "log_dir": str(logs)}): str(x) for x in range(1, 7)}
+    assert all(text[by_id[r]].count("start") == 1 for r in sealed), text     # a finished run is never executed again
+    assert all(text[k].count("end") >= 1 for k in text) and len(text) == 6
+    assert sorted(collect(runs, level="runs").square) == [float(x*x) for x in range(1, 7)]
+    deadline = time.time() + 120
+    while (alive := _left_behind(home, runs)) and time.time() < deadline: time.sleep(0.5)
+    assert not alive, f"processes of the killed sweep still alive 120 s after the kill (workers must die with their parent): {alive}"
+
+
 # ---------------------------------------------------------------- corrupt folders, failing runs
 
 DAMAGES = {1: "truncate", 2: "edit_value", 3: "edit_params", 4: "delete_notebook"}

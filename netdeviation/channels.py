@@ -121,6 +121,7 @@ def channel_groups(model:nn.Module,   # any network `torch_pruning` can trace (p
     if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
     x = _check_example(model, example_input)
     net = _structure(model)
+    x = x.to(next((p.dtype for p in net.parameters() if p.is_floating_point()), x.dtype))   # a float64 model takes float64
     names = {m: n for n, m in net.named_modules()}
     try: order = _forward_order(net, x)
     except RuntimeError as e:

@@ -19,11 +19,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import check_choice, check_device, check_float, check_images, check_int
-from .graph import (MODULE_RULES, PRUNABLE, Stage, call, combine, eval_mode, gain, is_chain, lanczos_max,
+from .graph import (MODULE_RULES, PRUNABLE, Stage, call, check_model, combine, eval_mode, gain, is_chain, lanczos_max,
                                 stages, start_vectors, trace)
 from .graph import change as op_change
 from .graph import effective
 from .pruning import METHODS, apply_masks, compute_masks, copy_model
+from torch.nn.utils import prune as torch_prune
 
 # %% auto #0
 __all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'D_GRID', 'SWEEP_GROUP', 'lipschitz', 'slopes', 'operator_norm',
@@ -223,16 +224,17 @@ def original_activations(model:nn.Module,  # the original (trained) network
                          x:torch.Tensor,   # the pruning images, e.g. `load_mnist().x_val`
                          device="cpu",     # where to compute and keep everything
                         )->Activations:
-    "Run the original network once on the pruning data, keeping what every deviation of a sweep needs."
-    if not _chain_form(model): return graph_activations(model, x, device)
+    "Run the original network once on the pruning data (in eval mode), keeping what every deviation of a sweep needs."
+    if not _chain_form(check_model(model)): return graph_activations(model, x, device)
     prefix, st = stages(model)
     x, device = _check_x(model, x), check_device(device)
     lips, params = [lipschitz(s.post) for s in st], _params(st, device)
     _check_finite(params, [s.name for s in st], "model")
-    ys, zs, ds = [prefix(x.to(device))], [], []
-    for s, (w, b) in zip(st, params):
-        zs.append(_apply(s.layer, ys[-1], w, b))
-        ds.append(slopes(s.post, zs[-1])); ys.append(s.post(zs[-1]))
+    with eval_mode(model):
+        ys, zs, ds = [prefix(x.to(device))], [], []
+        for s, (w, b) in zip(st, params):
+            zs.append(_apply(s.layer, ys[-1], w, b))
+            ds.append(slopes(s.post, zs[-1])); ys.append(s.post(zs[-1]))
     return Activations(model, st, params, ys, zs, ds, lips, device)
 
 @patch
@@ -281,11 +283,35 @@ def _check_masks(masks:dict, st:list[Stage]):
                                  f"got {tuple(getattr(m, 'shape', ())) or type(m).__name__}")
             if not ((m == 0) | (m == 1)).all(): raise ValueError(f"pruned: mask {s.name}.{p} must hold only 0 and 1")
 
+def _layout(model:nn.Module)->list:
+    "(name, type, parameter shapes) of every module, a pruned parameter under its own name: what a pruned copy shares."
+    return [(n, type(m).__name__, sorted((p.removesuffix("_orig"), tuple(t.shape)) for p, t in m.named_parameters(recurse=False)))
+            for n, m in model.named_modules()]
+
+def _check_pruned(model:nn.Module, pruned):
+    "`pruned` as `deviation` takes it: masks, or a pruned copy of `model` (torch prune masks, the model's dtype); else an error."
+    if isinstance(pruned, dict): return
+    if not isinstance(pruned, nn.Module):
+        raise TypeError("pruned: expected a pruned copy of the model (from `prune`) or a masks dict "
+                        f"{{layer: {{'weight': mask, 'bias': mask}}}}, got {type(pruned).__name__}")
+    check_model(pruned, "pruned")
+    a, b = _layout(model), _layout(pruned)
+    if a != b:
+        u, v = next(((u, v) for u, v in zip(a, b) if u != v), (f"{len(a)} modules", f"{len(b)} modules"))
+        raise ValueError(f"pruned: its architecture differs from the model's: {v} instead of {u}; pass a pruned copy made "
+                         "by `prune(model, ...)`")
+    if not torch_prune.is_pruned(pruned):
+        raise ValueError("pruned: holds no pruning masks (no torch.nn.utils.prune weight_mask), so it is not a pruned copy of "
+                         "the model; pass the copy `prune(model, ...)` returns, or masks such as `compute_masks(model, ...)`")
+    a, b = (next((p.dtype for p in m.parameters() if p.is_floating_point()), None) for m in (model, pruned))
+    if a != b: raise TypeError(f"pruned: has {b} weights and the model {a}; prune the model itself, so that both share one dtype")
+
 def pruned_weights(model:nn.Module,     # the original network
                    pruned:nn.Module|dict, # a pruned copy of `model`, or masks {layer: {'weight': mask, 'bias': mask}}
                    device="cpu",          # where the tensors go
                   )->list[tuple]:       # $(\hat W_l, \hat B_l)$ of every stage ($\hat B_l$ None without bias)
     "Effective weights and biases of the pruned network, from a pruned copy of `model` or from masks."
+    _check_pruned(check_model(model), pruned)
     st, device = stages(model)[1], check_device(device)
     if isinstance(pruned, dict):
         _check_masks(pruned, st)
@@ -441,7 +467,7 @@ def graph_activations(model:nn.Module,     # the original (trained) network, any
                       batch_size:int=256,  # images per forward pass
                      )->GraphActivations:
     "The original network and pruning data for the graph path, traced once."
-    x, device, batch_size = _check_x(model, x), check_device(device), check_int(batch_size, "batch_size", 1)
+    x, device, batch_size = _check_x(check_model(model), x), check_device(device), check_int(batch_size, "batch_size", 1)
     for n, p in model.named_parameters():
         if not torch.isfinite(p).all(): raise ValueError(f"model: parameter '{n}' has NaN or infinite values")
     return GraphActivations(model, trace(model), x.to(device), device, batch_size)
@@ -567,6 +593,7 @@ def deviation(model:nn.Module,            # the original (trained) network
              )->Deviation:
     "Actual output deviation of `pruned` from `model` on the pruning data, with the paper's and the rigorous bound."
     check_choice(norm, "norm", NORMS); check_choice(reduce, "reduce", REDUCES); check_choice(combine, "combine", COMBINES)
+    _check_pruned(check_model(model), pruned)
     if activations is None:
         if x is None: raise ValueError("x: pass the pruning images, or `activations=original_activations(model, x)`")
         activations = original_activations(model, x, device)
@@ -715,7 +742,7 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
     bad = [m for m in methods if not isinstance(m, str) or m not in METHODS]
     if bad: raise ValueError(f"methods: expected names among {list(METHODS)}, got {methods}")
     device = check_device(device)
-    x = _check_x(model, x)
+    x = _check_x(check_model(model), x)
     a = original_activations(model, x, device)
     have = set(_on_grid(amounts).tolist())
     extra = [g for k, g in enumerate(D_GRID) if k not in have]   # grid amounts the sweep lacks: for `D_grid` only

@@ -17,7 +17,7 @@ from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from .data import check_choice, check_device, check_images, check_int
-from .graph import Stage, effective, is_chain, stages, prunable_layers
+from .graph import Stage, check_model, effective, is_chain, stages, prunable_layers
 from .channels import LAYERS, NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
 
 # %% auto #0
@@ -179,11 +179,12 @@ def _on_device(model:nn.Module, device)->nn.Module:
     return model if same else copy_model(model).to(dev)
 
 def _check_batch(model:nn.Module, x, name:str)->torch.Tensor:
-    "`x` as finite float32 images of the shape `model` takes (`check_images`, then the shape)."
+    "`x` as finite images of the shape `model` takes (`check_images`, then the shape), in the model's dtype."
     x, shape = check_images(x, name), getattr(model, "input_shape", None)
     if x.dim() < 2 or (shape is not None and tuple(x.shape[1:]) != tuple(shape)):
         raise ValueError(f"{name}: expected a batch of shape (N, {', '.join(map(str, shape or ('...',)))}), got {tuple(x.shape)}")
-    return x
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return x if p is None or p.dtype == x.dtype else x.to(p.dtype)
 
 @torch.no_grad()
 def stage_outputs(model:nn.Sequential, # original (unpruned or pruned) network
@@ -675,7 +676,7 @@ def _plan_graph(net, method, amount, data, scope, seed, layers, device, activati
 
 def _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options, groups=None)->tuple:
     "Checked arguments, the network on `device`, new masks and (node methods) the node plan."
-    chain = _chain(model) if _layers(model) else None
+    chain = _chain(model) if _layers(check_model(model)) else None
     check_choice(method, "method", METHODS)
     opts, amount, seed = _check_options(method, options), _check_amount(amount), check_int(seed, "seed", 0)
     if check_choice(scope, "scope", SCOPES) == "global" and method in NODE_METHODS:
@@ -768,7 +769,7 @@ def prune(model:nn.Module,      # trained network (a chain or any traceable netw
           **options,            # 'clustered': clustering=, keep=, merge=False (the correlation merge of thesis §5.3.6)
          )->nn.Module:          # pruned copy; masks held by `torch.nn.utils.prune`
     "A pruned copy of `model`: `apply_masks(deepcopy(model), compute_masks(...))`."
-    _layers(model)
+    _layers(check_model(model))
     net = copy_model(model).to(check_device(device))
     net, masks, plan, opts = _plan(net, method, amount, data, scope, seed, layers, device, activations, progress, options, groups)
     if opts.get("merge"):

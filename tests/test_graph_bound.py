@@ -319,6 +319,8 @@ def prune_(pruned:nn.Module, g:torch.Generator, draw):
                 forced[id(mods[i + 1])] = keep
         prune.custom_from_mask(m, "weight", wm)
         if bm is not None: prune.custom_from_mask(m, "bias", bm)
+    if mods and not prune.is_pruned(pruned):   # every layer drew "none": a pruned copy still carries masks (of ones)
+        prune.custom_from_mask(mods[0], "weight", torch.ones_like(mods[0].weight))
 
 # ---------------------------------------------------------------- properties
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))

@@ -25,10 +25,31 @@ from .training import get_baseline
 
 # %% auto #0
 __all__ = ['PLANS', 'METHOD_COLORS', 'OTHER_COLOR', 'MODEL_ORDER', 'SCORES', 'TARGETS', 'REPORT_SWEEPS', 'REPORT_TITLE',
-           'VALIDITY_TITLE', 'VALIDITY_NOTE', 'baselines_table', 'deviation_figure', 'accuracy_figure', 'spearman_ci',
-           'with_grid_deviation', 'validity_table', 'verdict', 'clustered_vs_random', 'save_figure',
-           'figures_from_rows', 'to_markdown', 'check_out_dir', 'brief', 'validity_from_rows', 'report', 'default_dirs',
-           'baselines_needed', 'plan_specs', 'reproduce']
+           'VALIDITY_TITLE', 'VALIDITY_NOTE', 'plain_float', 'display_options', 'baselines_table', 'deviation_figure',
+           'accuracy_figure', 'spearman_ci', 'with_grid_deviation', 'validity_table', 'verdict', 'clustered_vs_random',
+           'save_figure', 'figures_from_rows', 'to_markdown', 'check_out_dir', 'brief', 'validity_from_rows', 'report',
+           'default_dirs', 'baselines_needed', 'plan_specs', 'reproduce']
+
+# %% ../nbs/07b_report.ipynb #cef69500
+def plain_float(x:float, # a number
+                digits:int=6, # significant digits
+               )->str:
+    "`x` in plain decimals with `digits` significant digits and no trailing zeros; scientific only when tiny or huge."
+    if not np.isfinite(x): return "NaN" if np.isnan(x) else str(x)
+    if x != 0 and not 1e-4 <= abs(x) < 1e15:
+        m, e = f"{x:.{digits - 1}e}".split("e")
+        return f"{m.rstrip('0').rstrip('.')}e{e}"
+    decimals = 0 if x == 0 else max(0, digits - 1 - int(np.floor(np.log10(abs(x)))))
+    s = f"{x:.{decimals}f}"
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+# %% ../nbs/07b_report.ipynb #65c7af4c
+def display_options(max_rows:int=60, # rows shown before pandas elides the middle ones
+                   ):
+    "Print pandas tables whole: full cells, every column, plain decimals (`plain_float`)."
+    pd.set_option("display.max_colwidth", None); pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", 10_000); pd.set_option("display.max_rows", max_rows)
+    pd.set_option("display.float_format", plain_float)
 
 # %% ../nbs/07b_report.ipynb #430cb9b5
 def baselines_table(models=PAPER_MODELS, # model names

@@ -277,3 +277,15 @@ def test_corpus_template_through_run_sweep(tmp_path, monkeypatch):
     _check_rows(rows, 500)
     runs, curves = corpus_table(rows)
     assert len(runs) == 4 and len(curves) == sum(len(c["step"]) for c in rows.curve)
+
+@pytest.mark.slow
+@needs_mnist
+def test_corpus_template_runs_rewind_once_for_a_constant_lr_original(tmp_path, monkeypatch):
+    "A `partial` original is trained at a constant lr, so `rewind` is `paper` and is run once: the template accepts that."
+    from netdeviation.sweeps import collect, run_sweep
+    monkeypatch.setenv("NETDEVIATION_CACHE", str(tmp_path/"cache"))
+    res = run_sweep(NBS/"sweeps"/"corpus.ipynb", {"seed": [0], "regime": ["partial"], "recipes": [["paper", "rewind"]]},
+                    name="corpus", runs_dir=tmp_path/"runs", workers=1, progress=False)
+    assert res.count("done") == 1 and not res.errors
+    rows = collect(tmp_path/"runs")
+    assert len(rows) == 2 and rows.recipe.tolist() == ["paper", "paper"] and (rows.regime == "partial").all()

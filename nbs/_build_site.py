@@ -19,6 +19,9 @@ We call `proc_nbs` rather than the `nbdev_proc_nbs` command because the command 
   `_quarto.yml` plus an "On this page" table of contents.
 - Both: headings lose nbdev's trailing " -" (its `## Title -` convention) and a page's subtitle is its whole first
   `>` blockquote (nbdev keeps only the first line); Quarto's `{#id}` on a heading is kept as the heading's id.
+- API index: the cell `<!-- api-index -->` of `nbs/api.ipynb` becomes, in the processed copy (both builds), one line
+  per module notebook `nbs/NN*_*.ipynb`: the module, linked to its page, and its notebook's subtitle (else the module's
+  docstring); the navbar's "API" goes there.
 - Formulas (static site): MathJax 3 from the npm package `mathjax` (installed on first use into `build/site-assets/`,
   the single-file TeX-to-SVG component copied into `_docs/assets/mathjax/`), so pages render their formulas offline and
   from `file://`; also in the parameter comments of `show_doc` signatures. Code and tables scroll instead of clipping.
@@ -123,12 +126,55 @@ def full_subtitle(src:Path)->str|None:
     return None
 
 
+# ---------------------------------------------------------------- the API index
+
+API_MARKER = "<!-- api-index -->"   # the cell of nbs/api.ipynb that the list of modules replaces at build time
+
+
+def default_exp(src:Path)->str|None:
+    "The module a notebook exports to (its `#| default_exp`), if any."
+    code = "\n".join(c.source for c in nbformat.read(src, as_version=4).cells if c.cell_type == "code")
+    return m[1] if (m := re.search(r"^#\|\s*default_exp\s+(\S+)", code, re.M)) else None
+
+
+def module_notebooks()->dict[str, str]:
+    "Module name -> its notebook (relative to nbs/), for every module notebook `nbs/NN*_*.ipynb`."
+    return {m: p.name for p in sorted(NBS.glob("[0-9][0-9]*_*.ipynb")) if (m := default_exp(p))}
+
+
+def notebook_title(src:Path)->str|None:
+    "The `# title` of a notebook's first markdown cell."
+    cell = next((c for c in nbformat.read(src, as_version=4).cells if c.cell_type == "markdown"), None)
+    return m[1].strip() if cell and (m := re.search(r"^#\s+(.+)$", cell.source, re.M)) else None
+
+
+def module_purpose(module:str, src:Path)->str:
+    "What a module is for: its notebook's subtitle, else the exported module's docstring, else the notebook's title."
+    import ast
+    if sub := full_subtitle(src): return sub
+    py = ROOT/settings_lib()/(module.replace(".", "/") + ".py")
+    doc = ast.get_docstring(ast.parse(py.read_text())) if py.exists() else None
+    return " ".join(doc.split()) if doc else notebook_title(src) or module
+
+
+def settings_lib()->str:
+    "The package folder, `lib_path` of settings.ini."
+    return re.search(r"^lib_path\s*=\s*(\S+)", (ROOT/"settings.ini").read_text(), re.M)[1]
+
+
+def api_index_markdown()->str:
+    "The API index: every module, linked to its page, with what it is for."
+    pkg = settings_lib()
+    return "\n".join(f"- [`{pkg}.{m}`]({src}): {module_purpose(m, NBS/src)}" for m, src in module_notebooks().items())
+
+
 def tidy_notebook(nb:nbformat.NotebookNode, src:Path)->bool:
-    "Headings without nbdev's trailing \" -\" and the whole subtitle in the front matter, in place; True if it changed."
+    "Headings without nbdev's trailing \" -\", the whole subtitle in the front matter and the API index filled in, in place; True if it changed."
     changed = False
     for cell in nb.cells:
         if cell.cell_type == "markdown" and (new := strip_heading_dashes(cell.source)) != cell.source:
             cell.source, changed = new, True
+        if cell.cell_type == "markdown" and API_MARKER in cell.source: cell.source, changed = api_index_markdown(), True
     desc = full_subtitle(src)
     for cell in nb.cells[:1]:
         if desc and cell.cell_type == "raw" and (m := _FRONTMATTER.match(cell.source.strip())):
@@ -522,9 +568,8 @@ def _site_pages_by_out()->dict[str, str]:
     "Site page (relative to the site root) -> its notebook (relative to nbs/), for every notebook the site renders."
     res = {}
     for src in _sources(load_site()):
-        code = "\n".join(c.source for c in nbformat.read(NBS/src, as_version=4).cells if c.cell_type == "code")
-        m = re.search(r"^#\|\s*default_exp\s+(\S+)", code, re.M)
-        res[_output_file(src, {"output-file": f"{m[1]}.html"} if m else {})] = src
+        m = default_exp(NBS/src)
+        res[_output_file(src, {"output-file": f"{m}.html"} if m else {})] = src
     return res
 
 

@@ -33,6 +33,7 @@ We call `proc_nbs` rather than the `nbdev_proc_nbs` command because the command 
 from __future__ import annotations
 import argparse, json, os, posixpath, re, shutil, subprocess, sys, time
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import nbformat, yaml
@@ -101,11 +102,18 @@ def quarto_md_to_md(text:str)->str:
     return _FENCED_DIV.sub(div, text)
 
 
+def option_value(text:str)->str:
+    "A cell option's value as text: YAML quotes removed, booleans as `true`/`false` (`#| echo: False` is `false`)."
+    try: v = yaml.safe_load(text)
+    except yaml.YAMLError: return text
+    return str(v).lower() if isinstance(v, bool) else v if isinstance(v, str) else text
+
+
 def cell_options(source:str)->tuple[dict, str]:
     "The leading Quarto cell options (`#| key: value`) of a code cell, and the code without them."
     lines, opts = source.splitlines(), {}
     while lines and (m := _OPTION.match(lines[0])):
-        opts[m[1]] = m[2].strip("'\"").lower()
+        opts[m[1]] = option_value(m[2])
         lines.pop(0)
     return opts, "\n".join(lines)
 
@@ -186,6 +194,30 @@ def tidy_notebook(nb:nbformat.NotebookNode, src:Path)->bool:
     return changed
 
 
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def inline_markdown(text:str)->str:
+    "HTML of one paragraph of markdown, without its <p> (a caption)."
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+    return re.sub(r"^\s*<p>(.*)</p>\s*$", r"\1", markdown2html_mistune(text), flags=re.S)
+
+
+def figure_html(mime:str, data, caption:str, alt:str|None=None)->str:
+    "An image output as an HTML <figure> with `caption` (markdown) as its <figcaption>."
+    data, alt = _md_text(data), escape(alt or re.sub(r"[`*_]", "", caption), quote=True)
+    img = data if mime == "image/svg+xml" else f'<img src="data:{mime};base64,{"".join(data.split())}" alt="{alt}">'
+    return f'<figure class="figure">{img}<figcaption>{inline_markdown(caption)}</figcaption></figure>'
+
+
+def caption_figure(cell:nbformat.NotebookNode, caption:str, alt:str|None=None):
+    "The last image output of a code cell as a <figure> under which `caption` is shown (Quarto's `#| fig-cap`), in place."
+    for out in reversed(cell.get("outputs", [])):
+        if mime := next((m for m in _IMAGE_TYPES if m in out.get("data", {})), None):
+            out.data, out.metadata = {"text/html": figure_html(mime, out.data[mime], caption, alt)}, {}
+            return
+
+
 def plain_notebook(nb:nbformat.NotebookNode)->tuple[nbformat.NotebookNode, dict]:
     "A processed notebook with its Quarto front matter, cell options and markdown extensions applied; and the front matter."
     fm, cells = {}, []
@@ -203,6 +235,7 @@ def plain_notebook(nb:nbformat.NotebookNode)->tuple[nbformat.NotebookNode, dict]
             if opts.get("echo") == "false" or not cell.source.strip():
                 cell.metadata.setdefault("transient", {})["remove_source"] = True
             if opts.get("output") == "false": cell.outputs = []
+            if opts.get("fig-cap"): caption_figure(cell, opts["fig-cap"], opts.get("fig-alt"))
             for out in cell.get("outputs", []):
                 if "text/markdown" in out.get("data", {}):
                     out.data["text/markdown"] = quarto_md_to_md(_md_text(out.data["text/markdown"]))

@@ -19,9 +19,22 @@ We call `proc_nbs` rather than the `nbdev_proc_nbs` command because the command 
   `_quarto.yml` plus an "On this page" table of contents.
 - Both: headings lose nbdev's trailing " -" (its `## Title -` convention) and a page's subtitle is its whole first
   `>` blockquote (nbdev keeps only the first line); Quarto's `{#id}` on a heading is kept as the heading's id.
+- Conventions of nbdev/fastai sites (static site; Quarto has its own): a copy button on every code block (not on
+  outputs); previous / next links under each page in the sidebar's order (`page-navigation: true`); `#| fig-cap`
+  (and `#| fig-alt`) as a <figure> with its <figcaption> under the cell's last image; nbdev's `[source]` link floated
+  right of its `show_doc` heading, small; the `repo-actions` (e.g. "Report an issue", `<repo-url>/issues/new`) in the
+  TOC column, and in the footer where the TOC is hidden; an SVG favicon (`website.favicon`, written by the builder for
+  both builds) and a `<meta name="description">` per page (its subtitle, else the site's description).
+- API index: the cell `<!-- api-index -->` of `nbs/api.ipynb` becomes, in the processed copy (both builds), one line
+  per module notebook `nbs/NN*_*.ipynb`: the module, linked to its page, and its notebook's subtitle (else the module's
+  docstring); the navbar's "API" goes there.
+- Layout (static site): below 800 px the navbar links and the sidebar fold behind a menu button (so the page starts on
+  the first screen); below 1100 px the TOC goes; from 1400 px the main column widens. Tables and display formulas
+  wider than the column scroll inside a `.scroll-box`, which says so with a "scroll →" note and a shadow at its right
+  edge until scrolled to the end (set by a small script after MathJax typesets and on resize). Nothing from a CDN.
 - Formulas (static site): MathJax 3 from the npm package `mathjax` (installed on first use into `build/site-assets/`,
   the single-file TeX-to-SVG component copied into `_docs/assets/mathjax/`), so pages render their formulas offline and
-  from `file://`; also in the parameter comments of `show_doc` signatures. Code and tables scroll instead of clipping.
+  from `file://`; also in the parameter comments of `show_doc` signatures. Code, tables and formulas scroll instead of clipping.
 - Search (static site): Pagefind (the `pagefind` wheel, which ships its binary) indexes `_docs/` after the build. Its
   search box needs the site served over HTTP (`python -m http.server --directory _docs`); from `file://` it says so.
 - README.md: nbconvert's `MarkdownExporter` on the processed `nbs/index.ipynb` (nbdev's title cell becomes `# title`
@@ -30,6 +43,7 @@ We call `proc_nbs` rather than the `nbdev_proc_nbs` command because the command 
 from __future__ import annotations
 import argparse, json, os, posixpath, re, shutil, subprocess, sys, time
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import nbformat, yaml
@@ -98,11 +112,18 @@ def quarto_md_to_md(text:str)->str:
     return _FENCED_DIV.sub(div, text)
 
 
+def option_value(text:str)->str:
+    "A cell option's value as text: YAML quotes removed, booleans as `true`/`false` (`#| echo: False` is `false`)."
+    try: v = yaml.safe_load(text)
+    except yaml.YAMLError: return text
+    return str(v).lower() if isinstance(v, bool) else v if isinstance(v, str) else text
+
+
 def cell_options(source:str)->tuple[dict, str]:
     "The leading Quarto cell options (`#| key: value`) of a code cell, and the code without them."
     lines, opts = source.splitlines(), {}
     while lines and (m := _OPTION.match(lines[0])):
-        opts[m[1]] = m[2].strip("'\"").lower()
+        opts[m[1]] = option_value(m[2])
         lines.pop(0)
     return opts, "\n".join(lines)
 
@@ -123,12 +144,55 @@ def full_subtitle(src:Path)->str|None:
     return None
 
 
+# ---------------------------------------------------------------- the API index
+
+API_MARKER = "<!-- api-index -->"   # the cell of nbs/api.ipynb that the list of modules replaces at build time
+
+
+def default_exp(src:Path)->str|None:
+    "The module a notebook exports to (its `#| default_exp`), if any."
+    code = "\n".join(c.source for c in nbformat.read(src, as_version=4).cells if c.cell_type == "code")
+    return m[1] if (m := re.search(r"^#\|\s*default_exp\s+(\S+)", code, re.M)) else None
+
+
+def module_notebooks()->dict[str, str]:
+    "Module name -> its notebook (relative to nbs/), for every module notebook `nbs/NN*_*.ipynb`."
+    return {m: p.name for p in sorted(NBS.glob("[0-9][0-9]*_*.ipynb")) if (m := default_exp(p))}
+
+
+def notebook_title(src:Path)->str|None:
+    "The `# title` of a notebook's first markdown cell."
+    cell = next((c for c in nbformat.read(src, as_version=4).cells if c.cell_type == "markdown"), None)
+    return m[1].strip() if cell and (m := re.search(r"^#\s+(.+)$", cell.source, re.M)) else None
+
+
+def module_purpose(module:str, src:Path)->str:
+    "What a module is for: its notebook's subtitle, else the exported module's docstring, else the notebook's title."
+    import ast
+    if sub := full_subtitle(src): return sub
+    py = ROOT/settings_lib()/(module.replace(".", "/") + ".py")
+    doc = ast.get_docstring(ast.parse(py.read_text())) if py.exists() else None
+    return " ".join(doc.split()) if doc else notebook_title(src) or module
+
+
+def settings_lib()->str:
+    "The package folder, `lib_path` of settings.ini."
+    return re.search(r"^lib_path\s*=\s*(\S+)", (ROOT/"settings.ini").read_text(), re.M)[1]
+
+
+def api_index_markdown()->str:
+    "The API index: every module, linked to its page, with what it is for."
+    pkg = settings_lib()
+    return "\n".join(f"- [`{pkg}.{m}`]({src}): {module_purpose(m, NBS/src)}" for m, src in module_notebooks().items())
+
+
 def tidy_notebook(nb:nbformat.NotebookNode, src:Path)->bool:
-    "Headings without nbdev's trailing \" -\" and the whole subtitle in the front matter, in place; True if it changed."
+    "Headings without nbdev's trailing \" -\", the whole subtitle in the front matter and the API index filled in, in place; True if it changed."
     changed = False
     for cell in nb.cells:
         if cell.cell_type == "markdown" and (new := strip_heading_dashes(cell.source)) != cell.source:
             cell.source, changed = new, True
+        if cell.cell_type == "markdown" and API_MARKER in cell.source: cell.source, changed = api_index_markdown(), True
     desc = full_subtitle(src)
     for cell in nb.cells[:1]:
         if desc and cell.cell_type == "raw" and (m := _FRONTMATTER.match(cell.source.strip())):
@@ -138,6 +202,30 @@ def tidy_notebook(nb:nbformat.NotebookNode, src:Path)->bool:
                 cell.source = "---\n" + yaml.safe_dump(fm, allow_unicode=True, sort_keys=False, width=10**6) + "---\n"
                 changed = True
     return changed
+
+
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def inline_markdown(text:str)->str:
+    "HTML of one paragraph of markdown, without its <p> (a caption)."
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+    return re.sub(r"^\s*<p>(.*)</p>\s*$", r"\1", markdown2html_mistune(text), flags=re.S)
+
+
+def figure_html(mime:str, data, caption:str, alt:str|None=None)->str:
+    "An image output as an HTML <figure> with `caption` (markdown) as its <figcaption>."
+    data, alt = _md_text(data), escape(alt or re.sub(r"[`*_]", "", caption), quote=True)
+    img = data if mime == "image/svg+xml" else f'<img src="data:{mime};base64,{"".join(data.split())}" alt="{alt}">'
+    return f'<figure class="figure">{img}<figcaption>{inline_markdown(caption)}</figcaption></figure>'
+
+
+def caption_figure(cell:nbformat.NotebookNode, caption:str, alt:str|None=None):
+    "The last image output of a code cell as a <figure> under which `caption` is shown (Quarto's `#| fig-cap`), in place."
+    for out in reversed(cell.get("outputs", [])):
+        if mime := next((m for m in _IMAGE_TYPES if m in out.get("data", {})), None):
+            out.data, out.metadata = {"text/html": figure_html(mime, out.data[mime], caption, alt)}, {}
+            return
 
 
 def plain_notebook(nb:nbformat.NotebookNode)->tuple[nbformat.NotebookNode, dict]:
@@ -157,6 +245,7 @@ def plain_notebook(nb:nbformat.NotebookNode)->tuple[nbformat.NotebookNode, dict]
             if opts.get("echo") == "false" or not cell.source.strip():
                 cell.metadata.setdefault("transient", {})["remove_source"] = True
             if opts.get("output") == "false": cell.outputs = []
+            if opts.get("fig-cap"): caption_figure(cell, opts["fig-cap"], opts.get("fig-alt"))
             for out in cell.get("outputs", []):
                 if "text/markdown" in out.get("data", {}):
                     out.data["text/markdown"] = quarto_md_to_md(_md_text(out.data["text/markdown"]))
@@ -177,6 +266,12 @@ class Page:
     src:str
     out:str
     title:str
+
+
+def page_description(fm:dict, site:dict)->str:
+    "A page's `<meta name=description>`: its subtitle as plain text, else the site's description."
+    text = fm.get("description") or site["website"].get("description", "")
+    return " ".join(re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", re.sub(r"[`*]", "", text)).split())
 
 
 def _output_file(src:str, fm:dict)->str:
@@ -235,14 +330,56 @@ SEARCH_BOX = """<div class="site-search" id="site-search" data-pagefind-ignore>
 <code>python -m http.server --directory _docs 8000</code> and then <code>http://localhost:8000</code>.</div></div>"""
 
 
+NAV_TOGGLE = """<button class="nav-toggle" type="button" aria-label="Menu" aria-expanded="false"
+aria-controls="site-menu site-sidebar"><span></span><span></span><span></span></button>"""
+
+
 def nav_html(site:dict, navbar:list, sidebar:list, page_out:str)->dict:
-    "The navbar (with the search box) and sidebar HTML of one page."
+    "The navbar (with the search box and the menu button of narrow screens) and sidebar HTML of one page."
     w, home = site["website"], _rel("index.html", page_out)
     bar = (f'<header class="site-navbar"><a class="brand" href="{home}">{w["title"]}</a>'
-           f'<ul class="nav-left">{_links_html(navbar, page_out)}</ul>{SEARCH_BOX}'
+           f'<ul class="nav-left" id="site-menu">{_links_html(navbar, page_out)}</ul>{SEARCH_BOX}{NAV_TOGGLE}'
            f'<a class="repo" href="{w["repo-url"]}">GitHub</a></header>')
-    side = f'<nav class="site-sidebar" aria-label="sidebar"><ul>{_links_html(sidebar, page_out)}</ul></nav>'
+    side = f'<nav class="site-sidebar" id="site-sidebar" aria-label="sidebar"><ul>{_links_html(sidebar, page_out)}</ul></nav>'
     return {"navbar": bar, "sidebar": side}
+
+
+def reading_order(items:list)->list[tuple[str, str]]:
+    "The pages of navigation items as (text, out), in order, each once (the sidebar's order: previous / next)."
+    res = []
+    for kind, text, val in items:
+        res.extend(reading_order(val) if kind == "section" else [(text, val)])
+    first = {}
+    for text, out in res: first.setdefault(out, text)
+    return [(text, out) for out, text in first.items()]
+
+
+def page_nav_html(order:list, page_out:str)->str:
+    "Links to the previous and next pages of `order` (empty where the page is not in it)."
+    outs = [out for _, out in order]
+    if page_out not in outs: return ""
+    i, links = outs.index(page_out), []
+    for j, cls, arrow in ((i-1, "prev", "←"), (i+1, "next", "→")):
+        if 0 <= j < len(order):
+            text, out = order[j]
+            label = f"{arrow} {text}" if cls == "prev" else f"{text} {arrow}"
+            links.append(f'<a class="page-{cls}" rel="{cls}" href="{_rel(out, page_out)}">'
+                         f'<span class="page-nav-dir">{"Previous" if cls == "prev" else "Next"}</span>{label}</a>')
+        else: links.append(f'<span class="page-{cls}"></span>')
+    return f'<nav class="page-nav" aria-label="previous and next page" data-pagefind-ignore>{"".join(links)}</nav>'
+
+
+REPO_ACTIONS = {"edit": ("Edit this page", "{repo}/edit/{branch}/nbs/{src}"),
+                "source": ("View source", "{repo}/blob/{branch}/nbs/{src}"),
+                "issue": ("Report an issue", "{repo}/issues/new")}
+
+
+def repo_actions_html(site:dict, src:str)->str:
+    "The `repo-actions` of `_quarto.yml` (edit, source, issue) as links to the repository."
+    w = site["website"]
+    links = [f'<li><a class="repo-action-{a}" href="{url.format(repo=w["repo-url"].rstrip("/"), branch=w.get("repo-branch", "main"), src=src)}">{text}</a></li>'
+             for a in w.get("repo-actions") or [] if a in REPO_ACTIONS for text, url in [REPO_ACTIONS[a]]]
+    return f'<ul class="repo-actions" data-pagefind-ignore>{"".join(links)}</ul>' if links else ""
 
 
 # ---------------------------------------------------------------- static HTML
@@ -293,12 +430,126 @@ body.site { margin: 0; padding: 0; font-family: system-ui, -apple-system, "Segoe
 .site-main pre { overflow-x: auto; max-width: 100%; box-sizing: border-box; }
 .site-main .jp-RenderedMarkdown pre { white-space: pre; }   /* code keeps its lines; it scrolls */
 .site-main .jp-OutputArea-output { overflow-x: auto; }
-.site-main .table-wrap { overflow-x: auto; max-width: 100%; margin: .4rem 0 .9rem; }
+.site-main .table-wrap { overflow-x: auto; max-width: 100%; }
 .site-main .table-wrap > table { margin: 0; }
 .site-main mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; max-width: 100%; padding: .2rem 0; }
-@media (max-width: 1100px) { .site-toc { display: none; } }
-@media (max-width: 760px) { .site-layout { display: block; } .site-sidebar { position: static; max-height: none; } }
+.site-main mjx-container[display="true"][width="full"] { min-width: 0 !important; }  /* numbered: the SVG keeps its min-width and scrolls */
+/* what scrolls says so: a note above and a shadow at the right edge until scrolled to the end (set by SITE_JS) */
+.site-main .scroll-box { position: relative; max-width: 100%; margin: .4rem 0 .9rem; }
+.site-main .scroll-box.math-box { margin: 0; }
+.site-main .scroll-box.overflows::before { content: "scroll →"; display: block; height: 1.2rem; line-height: 1.2rem;
+  text-align: right; font-size: .72rem; color: #6c757d; }
+.site-main .scroll-box.overflows::after { content: ""; position: absolute; top: 1.2rem; right: 0; bottom: 0; width: 1.6rem;
+  pointer-events: none; background: linear-gradient(to left, rgba(0,0,0,.18), rgba(0,0,0,0)); }
+.site-main .scroll-box.overflows.at-end::after { opacity: 0; }
+/* figures with a caption (#| fig-cap) */
+.site-main figure.figure { margin: .4rem 0 1rem; }
+.site-main figure.figure figcaption { margin-top: .3rem; font-size: .9rem; color: #555; }
+/* copy buttons on code blocks */
+.site-main .code-block { position: relative; }
+.copy-code { position: absolute; top: .25rem; right: .25rem; z-index: 1; display: flex; align-items: center; gap: .25rem;
+  padding: .2rem .3rem; border: 1px solid #ccc; border-radius: 4px; background: #fff; color: #555; font-size: .72rem;
+  line-height: 1; cursor: pointer; opacity: .5; }
+.code-block:hover .copy-code, .copy-code:focus-visible { opacity: 1; }
+.copy-code svg { width: 14px; height: 14px; }
+.copy-code.copied { opacity: 1; color: #1a7f37; border-color: #1a7f37; }
+.copy-code.copied::after { content: "Copied"; }
+.copy-code.copy-failed::after { content: "Select and copy"; }
+/* nbdev's [source] link: small, right of the heading it belongs to */
+.site-main p.source-link { float: right; margin: .35rem 0 0 1rem; font-size: .8rem; }
+.site-main p.source-link a { color: #6c757d; }
+/* previous / next page, repository actions */
+.page-nav { display: flex; justify-content: space-between; gap: 1rem; clear: both; margin-top: 3rem; padding-top: 1rem;
+  border-top: 1px solid #e5e5e5; }
+.page-nav a { display: flex; flex-direction: column; max-width: 48%; color: #2780e3; text-decoration: none; }
+.page-nav a:hover { text-decoration: underline; }
+.page-nav .page-next { margin-left: auto; text-align: right; }
+.page-nav .page-nav-dir { font-size: .75rem; color: #6c757d; }
+.repo-actions { list-style: none; margin: 1rem 0 0; padding: .6rem 0 0; border-top: 1px solid #e5e5e5; font-size: .85rem; }
+.repo-actions a { color: #6c757d; }
+.site-footer .repo-actions { display: none; border-top: 0; }
+/* narrow screens: the table of contents goes; below 800 px the navbar links and the sidebar fold behind a menu button */
+.nav-toggle { display: none; flex-direction: column; justify-content: center; gap: 4px; padding: .4rem .45rem;
+  background: none; border: 1px solid rgba(255,255,255,.6); border-radius: 4px; cursor: pointer; }
+.nav-toggle span { display: block; width: 20px; height: 2px; background: #fff; }
+@media (max-width: 1100px) { .site-toc { display: none; } .site-footer .repo-actions { display: block; } }
+@media (max-width: 800px) {
+  .site-navbar { flex-wrap: wrap; gap: .5rem .8rem; padding: .5rem .8rem; }
+  .site-navbar .brand { order: 0; margin-right: 0; }
+  .site-search { order: 1; flex: 1 1 6rem; width: auto; max-width: 17rem; }
+  .nav-toggle { order: 2; display: flex; }
+  .site-navbar .nav-left { order: 3; display: none; flex-basis: 100%; padding: .2rem 0; }
+  .site-navbar .repo { order: 4; display: none; }
+  body.nav-open .site-navbar .nav-left, body.nav-open .site-navbar .repo { display: flex; }
+  .site-layout { display: block; }
+  .site-sidebar { display: none; position: static; max-height: none; border-right: 0; border-bottom: 1px solid #e5e5e5; }
+  body.nav-open .site-sidebar { display: block; }
+  .site-main { padding: .8rem 1rem 3rem; }
+}
+/* wide screens: a wider main column */
+@media (min-width: 1400px) { .site-main { max-width: 80rem; } }
 """
+
+# The favicon (written to the site root): a curve that drops when the network is pruned and recovers as it retrains.
+FAVICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#2780e3"/>
+<path d="M5 8 L12 23 C15 28 19 13 27 9" fill="none" stroke="#fff" stroke-width="3" stroke-linecap="round" stroke-linejoin="round"/></svg>
+"""
+
+COPY_ICON = ('<svg viewBox="0 0 16 16" aria-hidden="true"><path fill="currentColor" d="M4 1.5A1.5 1.5 0 0 1 5.5 0h7A1.5 1.5 0 0 1 14 '
+             '1.5v9a1.5 1.5 0 0 1-1.5 1.5h-7A1.5 1.5 0 0 1 4 10.5zM5.5 1a.5.5 0 0 0-.5.5v9a.5.5 0 0 0 .5.5h7a.5.5 0 0 0 .5-.5v-9a.5.5 '
+             '0 0 0-.5-.5zM2 4.5a.5.5 0 0 1 1 0v10a.5.5 0 0 0 .5.5h7a.5.5 0 0 1 0 1h-7A1.5 1.5 0 0 1 2 14.5z"/></svg>')
+
+# The menu button, copy buttons and scroll hints. It runs before MathJax (deferred) typesets, so a copy button copies
+# the code as written, not the formulas in a signature's comments; MathJax calls `markWide` once it has typeset.
+SITE_JS = """(function () {
+  var body = document.body, toggle = document.querySelector('.nav-toggle');
+  if (toggle) toggle.addEventListener('click', function () {
+    toggle.setAttribute('aria-expanded', String(body.classList.toggle('nav-open')));
+  });
+  function flash(btn, cls) { btn.classList.add(cls); setTimeout(function () { btn.classList.remove(cls); }, 1500); }
+  function legacyCopy(text) {   // where the Clipboard API is missing or refused
+    var ta = document.createElement('textarea'), ok = false;
+    ta.value = text; ta.setAttribute('readonly', ''); ta.style.position = 'fixed'; ta.style.opacity = '0';
+    body.appendChild(ta); ta.select();
+    try { ok = document.execCommand('copy'); } catch (e) {}
+    ta.remove();
+    return ok ? Promise.resolve() : Promise.reject(new Error('copy refused'));
+  }
+  function copy(text) {
+    if (!navigator.clipboard || !window.isSecureContext) return legacyCopy(text);
+    return navigator.clipboard.writeText(text).catch(function () { return legacyCopy(text); });
+  }
+  document.querySelectorAll('.code-block').forEach(function (box) {
+    var pre = box.querySelector('pre'), btn = box.querySelector('.copy-code');
+    if (!pre || !btn) return;
+    var text = pre.textContent.replace(/\\n$/, '');
+    btn.addEventListener('click', function () {
+      copy(text).then(function () { flash(btn, 'copied'); }, function () { flash(btn, 'copy-failed'); });
+    });
+  });
+  function update(box) {
+    var s = box.firstElementChild;
+    if (!s) return;
+    box.classList.toggle('overflows', s.scrollWidth > s.clientWidth + 1);
+    box.classList.toggle('at-end', s.scrollLeft + s.clientWidth >= s.scrollWidth - 1);
+  }
+  window.markWide = function () {   // display formulas get the tables' scroll box; every box says if it scrolls
+    document.querySelectorAll('main mjx-container[display="true"]').forEach(function (m) {
+      if (m.parentElement.classList.contains('scroll-box')) return;
+      var box = document.createElement('div');
+      box.className = 'scroll-box math-box';
+      m.parentNode.insertBefore(box, m);
+      box.appendChild(m);
+    });
+    document.querySelectorAll('main .scroll-box').forEach(update);
+  };
+  document.addEventListener('scroll', function (e) {   // scroll events do not bubble: listen while they descend
+    var box = e.target.parentElement;
+    if (box && box.classList && box.classList.contains('scroll-box')) update(box);
+  }, true);
+  window.addEventListener('resize', window.markWide);
+  window.markWide();
+})();"""
 
 # MathJax 3 options: TeX between $...$, \(...\), $$...$$ and \[...\], AMS numbering for \tag; `math-in-code` marks the
 # code blocks (show_doc signatures) whose comments hold TeX, which MathJax would otherwise skip like every <pre>.
@@ -306,7 +557,8 @@ MATHJAX_CONFIG = r"""window.MathJax = {
   tex: {inlineMath: [['$', '$'], ['\\(', '\\)']], displayMath: [['$$', '$$'], ['\\[', '\\]']],
         processEscapes: true, processEnvironments: true, tags: 'ams'},
   options: {processHtmlClass: 'math-in-code'},
-  svg: {fontCache: 'global'}
+  svg: {fontCache: 'global'},
+  startup: {pageReady: () => MathJax.startup.defaultPageReady().then(() => window.markWide && window.markWide())}
 };"""
 
 SEARCH_JS = """(function () {
@@ -332,7 +584,9 @@ TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 <script defer src="{{ resources.site.mathjax }}"></script>
 {%- endif -%}
 {%- endblock html_head_js_mathjax -%}
-{% block extra_css %}<style>{{ resources.site.css }}</style>
+{% block extra_css %}<meta name="description" content="{{ resources.site.description | e }}">
+<link rel="icon" type="image/svg+xml" href="{{ resources.site.favicon }}">
+<style>{{ resources.site.css }}</style>
 {%- if resources.site.pagefind %}<link rel="stylesheet" href="{{ resources.site.pagefind }}/pagefind-ui.css">{% endif -%}
 {% endblock extra_css %}
 {%- block body_header -%}
@@ -343,13 +597,16 @@ TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 <main class="site-main" data-pagefind-body>
 {%- endblock body_header -%}
 {% block body_footer %}
+{{ resources.site.page_nav }}
+<footer class="site-footer" data-pagefind-ignore>{{ resources.site.repo_actions }}</footer>
 </main>
-<nav class="site-toc" aria-label="on this page"></nav>
+<nav class="site-toc" aria-label="on this page">{{ resources.site.repo_actions }}</nav>
 </div>
 {%- if resources.site.pagefind %}
 <script src="{{ resources.site.pagefind }}/pagefind-ui.js"></script>
 {%- endif %}
 <script>{{ resources.site.search_js }}</script>
+<script>{{ resources.site.site_js }}</script>
 </body>
 {% endblock body_footer %}
 """
@@ -391,7 +648,9 @@ def _finish_page(html:str, page:Page, pages_by_src:dict, site_url:str)->Beautifu
             if target: a["href"] = _rel(target.out + href[len(src):], page.out)
     for table in main.find_all("table"):  # tables scroll in their own box instead of spilling out of the page
         if not (table.parent and "table-wrap" in (table.parent.get("class") or [])):
-            table.wrap(soup.new_tag("div", attrs={"class": "table-wrap"}))
+            table.wrap(soup.new_tag("div", attrs={"class": "table-wrap"})).wrap(soup.new_tag("div", attrs={"class": "scroll-box"}))
+    style_source_links(main)
+    add_copy_buttons(soup, main)
     for pre in main.select(".jp-RenderedMarkdown pre"):  # show_doc signatures: TeX in the parameter comments
         if any("$" in c.get_text() for c in pre.select("span.c1")): pre["class"] = [*pre.get("class", []), "math-in-code"]
     for el in main.select(".jp-CodeCell .jp-InputArea, a.anchor-link"): el["data-pagefind-ignore"] = ""  # search prose, not code
@@ -400,8 +659,29 @@ def _finish_page(html:str, page:Page, pages_by_src:dict, site_url:str)->Beautifu
     nav = soup.find("nav", class_="site-toc")
     if toc:
         items = "".join(f'<li class="toc-{lvl}"><a href="#{i}">{t}</a></li>' for lvl, i, t in toc)
-        nav.append(BeautifulSoup(f"<h2>On this page</h2><ul>{items}</ul>", "html.parser"))
+        nav.insert(0, BeautifulSoup(f"<h2>On this page</h2><ul>{items}</ul>", "html.parser"))
     return soup
+
+
+def style_source_links(main):
+    "nbdev's `[source](url)` paragraph before a `show_doc` heading as a small link floated right of that heading."
+    for a in main.find_all("a", href=True):
+        p = a.parent
+        if a.get_text().strip() == "source" and p.name == "p" and p.get_text().strip() == "source":
+            p["class"], p["data-pagefind-ignore"] = [*p.get("class", []), "source-link"], ""
+            a["title"] = "The source of this definition"
+
+
+def add_copy_buttons(soup:BeautifulSoup, main):
+    "A copy button on every code block: code cells, fenced code and `show_doc` signatures (not on outputs)."
+    for pre in main.select(".jp-InputArea pre, .jp-RenderedMarkdown pre"):
+        box = pre.parent
+        if not (box.name == "div" and "highlight" in (box.get("class") or []) and len(box.find_all("pre")) == 1):
+            box = pre.wrap(soup.new_tag("div"))
+        box["class"] = [*box.get("class", []), "code-block"]
+        btn = BeautifulSoup(f'<button class="copy-code" type="button" title="Copy to clipboard" aria-label="Copy code" '
+                            f'data-pagefind-ignore>{COPY_ICON}</button>', "html.parser")
+        box.append(btn)
 
 
 def fix_api_links(soups:dict[str, BeautifulSoup]):
@@ -414,6 +694,13 @@ def fix_api_links(soups:dict[str, BeautifulSoup]):
             if not frag or target not in ids or frag in ids[target] or not (a.code and len(a.contents) == 1): continue
             if (owner := frag.split(".")[0]) in ids[target]: a["href"] = f"{path}#{owner}"
             else: a.unwrap()
+
+
+def write_favicon(folder:Path, site:dict)->str:
+    "Write the SVG favicon into `folder`, named as `website.favicon` of `_quarto.yml` says (else favicon.svg); the name."
+    name = site["website"].get("favicon", "favicon.svg")
+    (folder/name).write_text(FAVICON)
+    return name
 
 
 def install_mathjax()->Path|None:
@@ -467,6 +754,8 @@ def render_static(out:Path, force:bool=False):
         if p.is_file() and p.suffix != ".ipynb" and not any(part[0] in "_." for part in rel.parts):
             (out/rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, out/rel)
+    icon = write_favicon(out, site)
+    order = reading_order(sidebar) if site["website"].get("page-navigation") else []
     if mathjax := install_mathjax():
         (out/"assets"/"mathjax").mkdir(parents=True, exist_ok=True)
         for f in (f"es5/{MATHJAX_FILE}", "LICENSE"): shutil.copy2(mathjax/f, out/"assets"/"mathjax"/Path(f).name)
@@ -477,8 +766,10 @@ def render_static(out:Path, force:bool=False):
         name = site["website"]["title"]
         nb.metadata["title"] = page.title if page.title == name else f"{page.title} – {name}"
         resources = {"site": {"css": CSS, **nav_html(site, navbar, sidebar, page.out), "search_js": SEARCH_JS,
-                              "mathjax": mathjax and f"{root}/assets/mathjax/{MATHJAX_FILE}",
-                              "mathjax_config": MATHJAX_CONFIG, "pagefind": f"{root}/pagefind"}}
+                              "site_js": SITE_JS, "mathjax": mathjax and f"{root}/assets/mathjax/{MATHJAX_FILE}",
+                              "mathjax_config": MATHJAX_CONFIG, "pagefind": f"{root}/pagefind",
+                              "favicon": f"{root}/{icon}", "description": page_description(fm, site),
+                              "page_nav": page_nav_html(order, page.out), "repo_actions": repo_actions_html(site, src)}}
         html, _ = exporter.from_notebook_node(nb, resources=resources)
         soups[page.out] = _finish_page(html, page, pages, site["website"]["site-url"].rstrip("/"))
     fix_api_links(soups)
@@ -495,6 +786,7 @@ def render_quarto(out:Path, force:bool=False):
         nb = nbformat.read(proc/src, as_version=4)
         if tidy_notebook(nb, NBS/src): nbformat.write(nb, proc/src)
     shutil.copy2(SITE_YML, proc/"_quarto.yml")
+    write_favicon(proc, load_site())
     subprocess.run(["quarto", "render", "--no-cache"], cwd=proc, check=True)
     shutil.rmtree(out, ignore_errors=True)
     shutil.move(proc/load_site()["project"]["output-dir"], out)
@@ -522,9 +814,8 @@ def _site_pages_by_out()->dict[str, str]:
     "Site page (relative to the site root) -> its notebook (relative to nbs/), for every notebook the site renders."
     res = {}
     for src in _sources(load_site()):
-        code = "\n".join(c.source for c in nbformat.read(NBS/src, as_version=4).cells if c.cell_type == "code")
-        m = re.search(r"^#\|\s*default_exp\s+(\S+)", code, re.M)
-        res[_output_file(src, {"output-file": f"{m[1]}.html"} if m else {})] = src
+        m = default_exp(NBS/src)
+        res[_output_file(src, {"output-file": f"{m}.html"} if m else {})] = src
     return res
 
 

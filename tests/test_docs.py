@@ -1,8 +1,10 @@
 """The published docs: the site builds; every page loads in headless Chromium with the network off, with its formulas
-typeset (no raw TeX), nothing clipped without a scrollbar, every figure loaded; every internal link resolves; search
-finds the analysis page; README.md is what nbs/index.ipynb generates; every public name has a documented `show_doc`
-entry; LICENSE and CITATION.cff are there."""
-import ast, base64, functools, http.server, importlib, importlib.util, inspect, json, re, shutil, subprocess, sys
+typeset (no raw TeX), nothing clipped without a scrollbar, wide tables and formulas scrolling with a hint, every figure
+loaded, no JavaScript error; every internal link resolves; search finds the analysis page; the conventions of nbdev
+sites hold (copy buttons, previous/next links, an API index of every module, figure captions, a menu button on narrow
+screens, favicon and description, source and issue links); README.md is what nbs/index.ipynb generates; every public
+name has a documented `show_doc` entry; LICENSE and CITATION.cff are there. Screenshots go to test-output/."""
+import ast, base64, functools, http.server, importlib, importlib.util, inspect, json, posixpath, re, shutil, subprocess, sys
 import tempfile, threading, time, urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -47,12 +49,17 @@ class Chromium:
         targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout))
         url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
         self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
+        self.errors = []   # uncaught JavaScript exceptions of the current page
         self.send("Page.enable")
+        self.send("Runtime.enable")
 
     def _recv_until(self, done):
         deadline = time.time() + self.timeout
         while time.time() < deadline:
             msg = json.loads(self.ws.recv())
+            if msg.get("method") == "Runtime.exceptionThrown":
+                d = msg["params"]["exceptionDetails"]
+                self.errors.append((d.get("exception") or {}).get("description") or d.get("text", "?"))
             if done(msg): return msg
         raise TimeoutError(f"chromium: no answer in {self.timeout:g} s (hung?)")
 
@@ -65,6 +72,7 @@ class Chromium:
 
     def goto(self, url:str):
         "Open `url` and wait for its load event and for every image to finish (or fail) loading."
+        self.errors = []
         self.send("Page.navigate", url=url)
         self._recv_until(lambda m: m.get("method") == "Page.loadEventFired")
         self.eval("Promise.all([...document.images].map(i => i.complete ? 0 : "
@@ -74,6 +82,12 @@ class Chromium:
         res = self.send("Runtime.evaluate", expression=js, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in res: raise RuntimeError(f"javascript: {res['exceptionDetails']}")
         return res["result"].get("value")
+
+    def viewport(self, width:int, height:int):
+        "Emulate a window of `width` x `height` CSS pixels (`reset_viewport` goes back to the window's own)."
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+
+    def reset_viewport(self): self.send("Emulation.clearDeviceMetricsOverride")
 
     def screenshot(self, path:Path):
         "A full-page PNG screenshot."
@@ -158,7 +172,12 @@ def served(site):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    failed = []   # the paths it answered with an error (4xx, 5xx)
     def log_message(self, *args): pass
+    def log_request(self, code="-", size="-"):
+        try: bad = int(code) >= 400
+        except (TypeError, ValueError): bad = False
+        if bad: _QuietHandler.failed.append(self.path)
 
 
 def _local_file(url:str)->Path|None:
@@ -186,7 +205,34 @@ def _built_pages()->list[str]:
 
 
 GUIDES = ["index.html", "tutorial.html", "byom.html", "benchmark.html", "analysis.html", "validity.html", "the_paper.html"]
-SCREENSHOTS = {"index.html", "analysis.html", "tutorial.html", "bounds.html"}  # home, two guides, one API page
+SCREENSHOTS = {"index.html", "tutorial.html", "byom.html", "benchmark.html", "analysis.html",   # home, the guides,
+               "advisor.html", "bounds.html"}                                                   # two API pages
+
+# Tables and display formulas: each fits its container, or scrolls inside a wrapper that fits the page and says it
+# scrolls (the builder's "scroll →" note); `scrolling` counts those that scroll at this width.
+WIDE_REPORT = r"""(async () => {
+  if (window.MathJax && MathJax.startup) await MathJax.startup.promise;
+  const main = document.querySelector('main'), right = main.getBoundingClientRect().right;
+  const scroller = el => { for (let a = el; a && a !== main; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll') return a; } return null; };
+  const bad = [];
+  let scrolling = 0;
+  for (const el of main.querySelectorAll('table, mjx-container[display="true"] > svg')) {
+    const what = el.tagName === 'TABLE' ? 'table' : 'formula', s = scroller(el.parentElement);
+    const r = el.getBoundingClientRect(), box = el.parentElement.getBoundingClientRect();
+    if (!s) {
+      if (r.width > box.width + 1 || r.right > right + 1) bad.push(`${what} ${Math.round(r.width)} px wide in ${Math.round(box.width)} px, no scrolling wrapper`);
+      continue;
+    }
+    if (s.getBoundingClientRect().right > right + 1) bad.push(`${what}: its scrolling wrapper runs past the page`);
+    if (s.scrollWidth <= s.clientWidth + 1) continue;
+    scrolling++;
+    const hint = s.closest('.scroll-box');
+    if (!hint || !hint.classList.contains('overflows') || !getComputedStyle(hint, '::before').content.includes('scroll'))
+      bad.push(`${what} scrolls ${s.scrollWidth - s.clientWidth} px without a "scroll" hint`);
+  }
+  return {bad: bad.slice(0, 6), n_bad: bad.length, scrolling};
+})()"""
 
 
 def test_site_config_is_single():
@@ -223,6 +269,9 @@ def test_page_in_browser(site, browser, page):
     assert len(local) >= 5, f"{page}: navigation has {len(local)} local links"
     dangling = sorted(str(p.relative_to(site)) if p.is_relative_to(site) else str(p) for p in local if not p.is_file())
     assert not dangling, f"{page}: navigation links to missing pages {dangling}"
+    wide = browser.eval(WIDE_REPORT)
+    assert not wide["bad"], f"{page}: {wide['n_bad']} tables or formulas wider than their container, e.g. {wide['bad']}"
+    assert not browser.errors, f"{page}: JavaScript errors {browser.errors[:3]}"
 
 
 def test_formulas_are_typeset(site, browser):
@@ -315,6 +364,199 @@ def test_search_offline_says_how(site, browser):
       const n = document.querySelector('#site-search .search-note');
       return {visible: !i.hidden && i.offsetWidth > 0, note: n.offsetWidth > 0 ? n.textContent : ''}; })()""")
     assert r["visible"] and "http.server" in r["note"], r
+
+
+# ---------------------------------------------------------------- conventions of nbdev / fastai documentation sites
+
+def _soup(site:Path, page:str)->BeautifulSoup: return BeautifulSoup((site/page).read_text(), "html.parser")
+
+
+def _sidebar_order()->list[str]:
+    "The pages of the sidebar of `_quarto.yml`, in order, each once (as site paths)."
+    src_to_out = {src: out for out, src in build_site._site_pages_by_out().items()}
+    def hrefs(items):
+        for it in items or []:
+            if isinstance(it, str): yield it
+            elif "section" in it: yield from hrefs(it.get("contents"))
+            else: yield it["href"]
+    contents = yaml.safe_load((ROOT/"_quarto.yml").read_text())["website"]["sidebar"]["contents"]
+    return list(dict.fromkeys(src_to_out[s] for s in hrefs(contents) if s in src_to_out))
+
+
+@pytest.mark.parametrize("page", _built_pages())
+def test_copy_buttons(site, page):
+    "Every code block (code cell, fenced code, show_doc signature) has a copy button; outputs have none."
+    main = _soup(site, page).find("main")
+    blocks = main.select(".jp-InputArea pre, .jp-RenderedMarkdown pre")
+    missing = [pre.get_text()[:60] for pre in blocks
+               if not ((box := pre.find_parent(class_="code-block")) and box.find("button", class_="copy-code", recursive=False))]
+    assert not missing, f"{page}: {len(missing)} code blocks without a copy button, e.g. {missing[:3]}"
+    on_outputs = [b for b in main.select(".jp-RenderedText .copy-code")]
+    assert not on_outputs, f"{page}: copy buttons on text outputs"
+
+
+def test_copy_button_copies(site, browser, served):
+    "Clicking a code block's copy button puts its code on the clipboard."
+    browser.send("Browser.grantPermissions", origin=served, permissions=["clipboardReadWrite", "clipboardSanitizedWrite"])
+    browser.send("Emulation.setFocusEmulationEnabled", enabled=True)   # headless: the clipboard needs a focused page
+    browser.goto(f"{served}/tutorial.html")
+    r = browser.eval("""(async () => {
+      const box = document.querySelector('main .jp-InputArea .code-block'), btn = box.querySelector('.copy-code');
+      const want = box.querySelector('pre').textContent.replace(/\\n$/, '');
+      const done = new Promise(res => new MutationObserver(() => {   // the button says how it went
+        if (btn.classList.contains('copied') || btn.classList.contains('copy-failed')) res(btn.className); })
+        .observe(btn, {attributes: true}));
+      btn.click();
+      const state = await done;
+      return {state, want, have: await navigator.clipboard.readText()};
+    })()""")
+    assert "copied" in r["state"], r
+    assert r["have"] == r["want"] and r["want"].strip(), r
+
+
+@pytest.mark.parametrize("page", _sidebar_order())
+def test_prev_next(site, page):
+    "Each page links to the pages before and after it in the sidebar of `_quarto.yml` (the first has no previous, the last no next)."
+    order, nav = _sidebar_order(), _soup(site, page).find("nav", class_="page-nav")
+    assert nav, f"{page}: no previous/next links"
+    i = order.index(page)
+    for cls, j in (("page-prev", i-1), ("page-next", i+1)):
+        a = nav.find("a", class_=cls)
+        want = order[j] if 0 <= j < len(order) else None
+        have = posixpath.normpath(posixpath.join(posixpath.dirname(page), a["href"])) if a else None
+        assert have == want, f"{page}: {cls} links to {have}, the sidebar says {want}"
+
+
+def _plain(md:str)->str:
+    "Markdown as the text a reader sees (code marks, emphasis and link targets removed), whitespace collapsed."
+    return " ".join(re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", re.sub(r"[`*]", "", md)).split())
+
+
+def test_api_index_lists_every_module(site):
+    "api.html lists every module notebook `nbs/NN*_*.ipynb`, linked to its page with its notebook's subtitle; the navbar's API goes there."
+    soup = _soup(site, "api.html")
+    main = soup.find("main")
+    items = {posixpath.normpath(a["href"]): " ".join(a.find_parent("li").get_text().split())
+             for a in main.select("li > a[href]")}
+    problems = []
+    for module, nb in _module_notebooks().items():
+        text = items.get(f"{module}.html")
+        if text is None: problems.append(f"{module}: not listed")
+        elif _plain(build_site.full_subtitle(nb) or "") not in text: problems.append(f"{module}: listed without its subtitle: {text[:80]}")
+    assert not problems, "api.html:\n  " + "\n  ".join(problems)
+    api = [a["href"] for a in soup.select("header.site-navbar a[href]") if a.get_text().strip() == "API"]
+    assert api == ["api.html"], f"the navbar's API link goes to {api}"
+
+
+def _fig_caps()->list[tuple[str, str]]:
+    "(notebook, caption) for every `#| fig-cap` of a notebook the site renders."
+    res = []
+    for out, src in build_site._site_pages_by_out().items():
+        for cell in json.loads((NBS/src).read_text())["cells"]:
+            if cell["cell_type"] == "code" and (cap := build_site.cell_options("".join(cell["source"]))[0].get("fig-cap")):
+                res.append((src, cap))
+    return res
+
+
+@pytest.mark.parametrize("src,caption", _fig_caps())
+def test_figure_captions(site, src, caption):
+    "Every `#| fig-cap` renders as the <figcaption> of a <figure> whose image is above it."
+    out = {s: o for o, s in build_site._site_pages_by_out().items()}[src]
+    figs = [f for f in _soup(site, out).find("main").find_all("figure") if f.figcaption]
+    found = [f for f in figs if " ".join(f.figcaption.get_text().split()) == _plain(caption)]
+    assert found, f"{out}: no figcaption {caption[:60]!r}; figcaptions: {[f.figcaption.get_text()[:60] for f in figs]}"
+    first = found[0].find(["img", "svg"])
+    assert first and first.find_next("figcaption") is found[0].figcaption, f"{out}: the caption is not under its image"
+
+
+NARROW_REPORT = """(() => {
+  const shown = el => !!el && el.offsetWidth > 0 && el.offsetHeight > 0, root = document.documentElement;
+  const btn = document.querySelector('.nav-toggle'), side = document.querySelector('.site-sidebar'),
+        links = document.querySelector('.site-navbar .nav-left');
+  const r = {top: document.querySelector('main').getBoundingClientRect().top + scrollY, screen: innerHeight,
+             overflow: root.scrollWidth - root.clientWidth, button: shown(btn), closed: !shown(side) && !shown(links)};
+  btn.click();
+  r.open = shown(side) && shown(links) && btn.getAttribute('aria-expanded') === 'true';
+  btn.click();
+  r.closed_again = !shown(side) && !shown(links);
+  return r;
+})()"""
+
+
+def test_narrow_screen(site, browser):
+    "At 500 px wide the page's content starts on the first screen: the navbar links and the sidebar fold behind a menu button."
+    SHOTS.mkdir(exist_ok=True)
+    browser.viewport(500, 900)
+    try:
+        for page in ("index.html", "analysis.html", "bounds.html", "sweeps/corpus.html"):
+            browser.goto((site/page).as_uri())
+            r = browser.eval(NARROW_REPORT)
+            if page == "index.html": browser.screenshot(SHOTS/"index-500.png")
+            assert r["top"] < r["screen"], f"{page}: the content starts at y={r['top']:.0f}, below the first screen ({r['screen']} px)"
+            assert r["overflow"] <= 0, f"{page}: the page is {r['overflow']} px wider than the screen"
+            assert r["button"] and r["closed"], f"{page}: no menu button, or the sidebar shows before it is pressed: {r}"
+            assert r["open"] and r["closed_again"], f"{page}: the menu button does not open and close the navigation: {r}"
+            wide = browser.eval(WIDE_REPORT)
+            assert not wide["bad"], f"{page} at 500 px: {wide['bad']}"
+    finally: browser.reset_viewport()
+
+
+def test_wide_tables_scroll(site, browser):
+    "At 500 px the analysis page's wide tables (ours | paper) scroll in their wrapper with a hint; none is cut or spills."
+    browser.viewport(500, 900)
+    try:
+        browser.goto((site/"analysis.html").as_uri())
+        wide = browser.eval(WIDE_REPORT)
+    finally: browser.reset_viewport()
+    assert not wide["bad"], wide["bad"]
+    assert wide["scrolling"] > 0, "no table scrolls at 500 px (the test would check nothing)"
+
+
+@pytest.mark.parametrize("page", _built_pages())
+def test_favicon_and_description(site, page):
+    "Every page links the site's SVG favicon and has a <meta name=description>: its subtitle, else the site's description."
+    head = _soup(site, page).find("head")
+    icon = head.find("link", rel="icon")
+    assert icon and (site/page).parent.joinpath(icon["href"]).resolve().is_file(), f"{page}: no favicon link, or it is missing"
+    assert (site/page).parent.joinpath(icon["href"]).read_text().lstrip().startswith("<svg"), f"{page}: the favicon is not an SVG"
+    meta = head.find("meta", attrs={"name": "description"})
+    w = yaml.safe_load((ROOT/"_quarto.yml").read_text())["website"]
+    want = _plain(build_site.full_subtitle(NBS/build_site._site_pages_by_out()[page]) or w["description"])
+    assert meta and meta["content"] == want, f"{page}: description {meta and meta['content']!r}, expected {want!r}"
+
+
+def test_nothing_missing_over_http(site, browser, served):
+    "Served over HTTP, pages ask for no file the site lacks (browsers ask for a favicon), and their icon loads."
+    _QuietHandler.failed.clear()
+    for page in ("index.html", "bounds.html", "sweeps/corpus.html"):
+        browser.goto(f"{served}/{page}")
+        icon = browser.eval("fetch(document.querySelector('link[rel=icon]').href).then(r => r.ok ? r.headers.get('content-type') : '')")
+        assert "svg" in icon, f"{page}: the favicon did not load ({icon!r})"
+    assert not _QuietHandler.failed, f"requests the site could not answer: {sorted(set(_QuietHandler.failed))}"
+
+
+@pytest.mark.parametrize("page", _built_pages())
+def test_repo_actions(site, page):
+    "Every page links to a new issue of the repository (`repo-actions: [issue]`), in the TOC column and the footer."
+    repo = yaml.safe_load((ROOT/"_quarto.yml").read_text())["website"]["repo-url"].rstrip("/")
+    soup = _soup(site, page)
+    for where in ("nav.site-toc", "footer.site-footer"):
+        links = [a.get_text().strip() for a in soup.select(f"{where} a[href='{repo}/issues/new']")]
+        assert links == ["Report an issue"], f"{page}: {where} has issue links {links}"
+
+
+def test_source_links_float_right(site, browser):
+    "show_doc's `source` link sits at the right end of its definition's heading, small, as on nbdev sites."
+    browser.goto((site/"bounds.html").as_uri())
+    r = browser.eval("""[...document.querySelectorAll('main p.source-link')].map(p => {
+      const h = p.nextElementSibling, a = p.querySelector('a'), pr = a.getBoundingClientRect(), hr = h.getBoundingClientRect();
+      return {float: getComputedStyle(p).float, heading: /^H[2-4]$/.test(h.tagName),
+              beside: pr.top < hr.bottom && pr.bottom > hr.top,
+              smaller: parseFloat(getComputedStyle(a).fontSize) < parseFloat(getComputedStyle(h).fontSize)};
+    })""")
+    assert len(r) > 5, f"bounds.html: {len(r)} source links"
+    bad = [x for x in r if not (x["float"] == "right" and x["heading"] and x["beside"] and x["smaller"])]
+    assert not bad, f"bounds.html: source links not beside their heading: {bad[:3]}"
 
 
 def _only_assertions(code:str)->bool:

@@ -21,7 +21,8 @@ from .bounds import fit_gamma
 from .corpus import (CORPUS_FIXED, CORPUS_V2_FIXED, FEATURES, RECIPES, STATUSES, TOLERANCES, corpus_grid,
                                  corpus_grid_v2, measure_features, save_corpus)
 from .sweeps import collect, grid_spec, run_sweeps
-from .data import Data, as_data, check_choice, check_device, check_float, check_int
+from .data import Data, as_data
+from .checks import atomic_write, check_choice, check_device, check_float, check_int
 from .retraining import retrain_config
 from .training import Baseline, TrainConfig, TrainRecord
 
@@ -328,9 +329,7 @@ class Advisor:
 
     def save(self, path:str|Path)->Path:
         "Write the advisor as JSON, atomically."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp"); tmp.write_text(self.to_json()); os.replace(tmp, path)
-        return path
+        return atomic_write(path, self.to_json())
 
     @classmethod
     def load(cls, path:str|Path)->Advisor:
@@ -703,7 +702,7 @@ def save_validation(runs:pd.DataFrame,   # corpus runs
             if not str(e).startswith("by:"): raise
             continue
         files[f"validation_{b}"] = p = out/f"validation_{b}.csv"
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp"); v.to_csv(tmp, index=False); os.replace(tmp, p)
+        atomic_write(p, lambda tmp: v.to_csv(tmp, index=False))
     return files
 
 # %% ../nbs/06b_advisor.ipynb #c4da697b
@@ -734,7 +733,7 @@ def build_corpus(runs_dir:str|Path,            # the run store (resumable)
     runs = shipped_runs(out)
     if package:
         pkg = Path(__file__).parent
-        tmp = pkg/f".{CORPUS_FILE}.{os.getpid()}.tmp"; runs.to_csv(tmp, index=False); os.replace(tmp, pkg/CORPUS_FILE)
+        atomic_write(pkg/CORPUS_FILE, lambda tmp: runs.to_csv(tmp, index=False))
         files["package_runs"] = pkg/CORPUS_FILE
         files["package_model"] = fit_advisor(runs, version=CORPUS_VERSION).save(pkg/MODEL_FILE)
     return {**files, **save_validation(runs, out/"corpus_v2"), "sweeps": res}

@@ -16,7 +16,9 @@ from torch.func import functional_call, grad_and_value
 from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
-from .data import Data, as_data, check_choice, check_device, check_float, check_images, check_int, check_labels
+from .data import Data, as_data
+
+from .checks import check_choice, check_device, check_float, check_images, check_int, check_labels
 from .graph import prunable_layers
 from .graph import effective
 from .pruning import CONNECTION_METHODS, METHODS, get_masks

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import netdeviation
-from .data import check_device, check_float, check_int
+from .checks import check_device, check_float, check_int
 from .report import baselines_table, brief, check_out_dir, default_dirs, plan_specs, report, reproduce
 from .sweeps import RunStoreError, SweepLockedError, check_folder, load_grid, run_sweeps
 from .training import CONFIGS

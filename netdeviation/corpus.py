@@ -16,7 +16,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .bounds import retraining_bounds
-from .data import Data, as_data, cache_dir, check_choice, check_device, check_float, check_int, load_dataset
+from .data import Data, as_data, cache_dir, load_dataset
+from .checks import atomic_write, check_choice, check_device, check_float, check_int
 from .deviation import AMOUNTS, deviation, deviation_sweep, original_activations, recalibrate_batchnorm
 from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_name, n_params
 from .pruning import CONNECTION_METHODS, METHODS, prune
@@ -275,9 +276,6 @@ def corpus_table(rows:pd.DataFrame,   # rows of the corpus sweep (`netdeviation.
     return runs, curves
 
 # %% ../nbs/06a_corpus.ipynb #51b5250f
-def _atomic_text(path:Path, text:str):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp"); tmp.write_text(text); os.replace(tmp, path)
-
 def check_noise(curves:pd.DataFrame, # a corpus's curves (`corpus_table`): run, step, acc
                )->float:             # the median over runs of the check-to-check standard deviation of accuracy
     "The validation noise of a corpus: per run, the robust spread of successive accuracy differences over the later half of its checks, / √2."
@@ -319,8 +317,8 @@ def save_corpus(rows:pd.DataFrame,        # the rows of a corpus sweep (`netdevi
     runs, curves = corpus_table(rows)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     files = {"corpus": out/"corpus.csv", "curves": out/"curves.csv", "readme": out/"README.md"}
-    _atomic_text(files["corpus"], runs.to_csv(index=False)); _atomic_text(files["curves"], curves.to_csv(index=False, float_format="%.6g"))
-    _atomic_text(files["readme"], _readme(runs, curves))
+    atomic_write(files["corpus"], runs.to_csv(index=False)); atomic_write(files["curves"], curves.to_csv(index=False, float_format="%.6g"))
+    atomic_write(files["readme"], _readme(runs, curves))
     return files
 
 # %% ../nbs/06a_corpus.ipynb #9dfb6a38

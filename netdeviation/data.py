@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import check_choice, check_device, check_float, check_images, check_int, check_labels
+
 # %% auto #0
 __all__ = ['MNIST_MEAN', 'MNIST_STD', 'FASHION_MEAN', 'FASHION_STD', 'N_TRAIN', 'N_VAL', 'DATASETS', 'MAX_BYTES', 'MNISTData',
-           'DataError', 'cache_dir', 'find_data_dir', 'check_device', 'check_images', 'check_labels', 'check_int',
-           'check_float', 'check_choice', 'Data', 'as_data', 'split_indices', 'from_tensors', 'from_dataset',
-           'normalise', 'load_mnist', 'load_fashion_mnist', 'load_cifar10', 'load_dataset']
+           'DataError', 'cache_dir', 'find_data_dir', 'Data', 'as_data', 'split_indices', 'from_tensors',
+           'from_dataset', 'normalise', 'load_mnist', 'load_fashion_mnist', 'load_cifar10', 'load_dataset']
 
 # %% ../nbs/00_data.ipynb #70a367d0
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081       # MNIST training-set pixel mean and std (of pixel/255)
@@ -44,110 +45,6 @@ def find_data_dir(data_dir:str|Path|None=None, # folder holding `MNIST/raw`, `Fa
     if data_dir is not None: return Path(data_dir).expanduser(), False
     if os.environ.get("NETDEVIATION_DATA"): return Path(os.environ["NETDEVIATION_DATA"]).expanduser(), False
     return cache_dir()/"data", True
-
-# %% ../nbs/00_data.ipynb #a9b54df0
-_DEVICES = "'cpu', 'cuda' or 'cuda:N' (N a GPU index), or a torch.device"
-
-def check_device(device:str|torch.device, # a device name or `torch.device`
-                 name:str="device",       # the parameter's name, for the error message
-                )->torch.device:
-    "`device` as a `torch.device`; a `ValueError` naming `name` if it is unknown or not on this machine."
-    if isinstance(device, str):
-        try: d = torch.device(device.strip())
-        except (RuntimeError, ValueError): raise ValueError(f"{name}: expected {_DEVICES}, got {device!r}") from None
-    elif isinstance(device, torch.device): d = device
-    else: raise TypeError(f"{name}: expected {_DEVICES}, got {type(device).__name__} {device!r}")
-    if d.type not in ("cpu", "cuda"): raise ValueError(f"{name}: expected {_DEVICES}, got {device!r}")
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name}: {device!r} requested but CUDA is not available on this machine "
-                         "(torch.cuda.is_available() is False); use 'cpu'")
-    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
-        n = torch.cuda.device_count()
-        raise ValueError(f"{name}: {device!r} requested but this machine has {n} CUDA device(s) "
-                         f"(cuda:0 to cuda:{n-1}); use one of those or 'cpu'")
-    return d
-
-def _need_tensor(x, name:str, what:str):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected {what} as a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor")
-
-def check_images(x:torch.Tensor, # images (any shape), floating point
-                 name:str="x",   # the parameter's name, for the error message
-                )->torch.Tensor: # `x` as float32
-    "`x` as a finite, non-empty float32 tensor; a clear error naming `name` otherwise."
-    _need_tensor(x, name, "floating-point images")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected floating-point images, got dtype {x.dtype}; scale/normalise them first, "
-                         "e.g. with `from_tensors` (any dataset) or `normalise` (uint8 MNIST pixels)")
-    if x.numel() == 0: raise ValueError(f"{name}: expected at least one image, got an empty tensor of shape {tuple(x.shape)}")
-    bad = 0 if torch.isfinite(x.sum()) else int((~torch.isfinite(x)).sum())  # a finite sum: no NaN or inf (one pass)
-    if bad: raise ValueError(f"{name}: {bad} of {x.numel()} values are not finite (NaN or inf); "
-                             "remove or replace those images first")
-    return x.float()
-
-def check_labels(y:torch.Tensor,       # class labels, integer dtype
-                 n:int|None=None,      # expected number of labels (one per image), if known
-                 n_classes:int|None=None, # labels must lie in `[0, n_classes)`, if given
-                 name:str="y",         # the parameter's name, for the error message
-                )->torch.Tensor:       # `y` as int64
-    "`y` as an int64 vector of `n` labels in `[0, n_classes)`; a clear error naming `name` otherwise."
-    _need_tensor(y, name, "integer class labels")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"{name}: expected integer class labels, got dtype {y.dtype}; convert whole-number labels with .long()")
-    if y.ndim != 1 or (n is not None and len(y) != n) or len(y) == 0:
-        want = f"({n},), one label per image" if n is not None else "(N,) with N >= 1"
-        raise ValueError(f"{name}: expected labels of shape {want}, got shape {tuple(y.shape)}")
-    if n_classes is not None:
-        out = y[(y < 0) | (y >= n_classes)]
-        if len(out):
-            raise ValueError(f"{name}: labels must lie in [0, {n_classes}), got {len(out)} outside that range "
-                             f"(values {out.unique()[:10].tolist()}); check the labels or the model's number of classes")
-    return y.long()
-
-# %% ../nbs/00_data.ipynb #4d39dc44
-def check_int(value,                # the value to check
-              name:str,             # the parameter's name, for the error message
-              low:int|None=None,    # smallest accepted value, if any
-             )->int:
-    "`value` as an `int` (NumPy integers accepted) that is `>= low`; a clear error naming `name` otherwise."
-    want = "an integer" + ("" if low is None else f" >= {low}")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: must be {want}, got {type(value).__name__} {value!r}")
-    if low is not None and value < low: raise ValueError(f"{name}: must be {want}, got {value}")
-    return int(value)
-
-def check_float(value,                  # the value to check
-                name:str,               # the parameter's name, for the error message
-                low:float|None=None,    # lower limit, if any
-                high:float|None=None,   # upper limit, if any
-                low_open:bool=False,    # `low` itself is refused (e.g. a learning rate > 0)
-                high_open:bool=False,   # `high` itself is refused
-               )->float:
-    "`value` as a finite `float` within the limits; a clear error naming `name` otherwise."
-    cond = " and ".join([*([f"{'>' if low_open else '>='} {low}"] if low is not None else []),
-                         *([f"{'<' if high_open else '<='} {high}"] if high is not None else [])])
-    num = f"a number {cond}".strip()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: must be {num}, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v): raise ValueError(f"{name}: must be a finite {num[2:]}, got {value}")
-    if (low is not None and (v <= low if low_open else v < low)) or (high is not None and (v >= high if high_open else v > high)):
-        raise ValueError(f"{name}: must be {cond}, got {value}")
-    return v
-
-def _same(a, b)->bool:
-    "`a == b` as a plain bool, never equating `True` with `1` (and False for values that do not compare)."
-    if isinstance(a, bool) != isinstance(b, bool): return False
-    try: return bool(a == b)
-    except Exception: return False
-
-def check_choice(value,      # the value to check
-                 name:str,   # the parameter's name, for the error message
-                 choices,    # the accepted values
-                ):
-    "`value` itself when it is one of `choices`; a `ValueError` naming `name` and the choices otherwise."
-    if any(_same(value, c) for c in choices): return value
-    raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
 
 # %% ../nbs/00_data.ipynb #f5ac4b6b
 _SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")

@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import check_choice, check_device, check_float, check_images, check_int
+from .checks import check_choice, check_device, check_float, check_images, check_int
 from .graph import (MODULE_RULES, PRUNABLE, Stage, call, check_model, combine, eval_mode, gain, is_chain, lanczos_max,
                                 stages, start_vectors, trace)
 from .graph import change as op_change

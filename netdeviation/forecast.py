@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from .data import check_choice, check_float, check_int
+from .checks import atomic_write, check_choice, check_float, check_int
 
 # %% auto #0
 __all__ = ['VERDICTS', 'CROSSINGS', 'BASES', 'GAP_FLOOR', 'FLAT_SLOPE', 'LOG_CAP', 'MODEL_FILE', 'FLAT_WIDEN', 'ForecastModel',
@@ -85,10 +85,8 @@ def _from_json(cls, text:str)->ForecastModel:
     return m
 
 def _save(self:ForecastModel, path)->Path:
-    "Write the JSON atomically (a temporary file, then `os.replace`)."
-    path = Path(path); tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(self.to_json() + "\n"); os.replace(tmp, path)
-    return path
+    "Write the JSON with `atomic_write`."
+    return atomic_write(path, self.to_json() + "\n")
 
 ForecastModel.to_json, ForecastModel.from_json, ForecastModel.save = _to_json, classmethod(_from_json), _save
 

@@ -13,7 +13,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .data import check_float, check_int
+from .checks import check_float, check_int
 
 # %% auto #0
 __all__ = ['PRUNABLE', 'GELU_LIP', 'GELU_TANH_LIP', 'SILU_LIP', 'WEIGHTED', 'AFFINE', 'MAXPOOL', 'LINEAR', 'SHAPE', 'ADD', 'CAT',

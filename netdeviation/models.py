@@ -12,7 +12,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from .data import check_choice, check_float, check_int
+from .checks import check_choice, check_float, check_int
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'MODELS', 'PAPER_MODELS', 'LayeredNet', 'lenet_300_100', 'lenet5', 'lenet5_caffe', 'BasicBlock',

@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
-from .data import check_choice, check_device, check_images, check_int
+from .checks import check_choice, check_device, check_images, check_int
 from .graph import Stage, check_model, effective, is_chain, stages, prunable_layers
 from .channels import LAYERS, NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
 

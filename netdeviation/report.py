@@ -14,7 +14,7 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from scipy.stats import bootstrap, pearsonr, rankdata, spearmanr
 
-from .data import check_int
+from .checks import atomic_write, check_int
 from .deviation import D_GRID, grid_net_deviation
 from .models import MODELS, PAPER_MODELS
 from .paper import FIGURE_OF, HAN_ACC, PAPER_ACC, PAPER_AMOUNTS, PAPER_D
@@ -258,11 +258,8 @@ def save_figure(fig:Figure, # a figure
                )->Path:     # the PNG's path; the SVG lies beside it
     "Write `fig` as `name.png` (120 dpi) and `name.svg`, each atomically, the SVG without a date (same figure, same file)."
     for ext, kw in (("png", {"dpi": 120}), ("svg", {"metadata": {"Date": None}})):
-        tmp = out/f".{name}.{ext}.tmp-{os.getpid()}"
-        try:
-            with rc_context({"svg.hashsalt": "netdeviation"}): fig.savefig(tmp, format=ext, **kw)
-            os.replace(tmp, out/f"{name}.{ext}")
-        finally: tmp.unlink(missing_ok=True)
+        with rc_context({"svg.hashsalt": "netdeviation"}):
+            atomic_write(out/f"{name}.{ext}", lambda tmp: fig.savefig(tmp, format=ext, **kw))
     return out/f"{name}.png"
 
 def figures_from_rows(rows_dir:str|Path,           # a report's folder: it holds net_deviation_rows.csv

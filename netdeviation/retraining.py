@@ -15,7 +15,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .bounds import check_pruned, retraining_bounds
-from .data import Data, as_data, check_choice, check_device, check_float, check_int
+from .data import Data, as_data
+from .checks import check_choice, check_device, check_float, check_int
 from .models import model_name
 from .pruning import CONNECTION_METHODS, METHODS, prune
 from .training import Baseline, TrainConfig, evaluate, fit, get_config

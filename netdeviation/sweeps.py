@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import netdeviation
+from .checks import atomic_write, check_device, check_float, check_int
 
 # %% auto #0
 __all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'RUN_LOCK', 'PATH_VARS', 'expand_grid', 'nbs_dir', 'find_notebook',
@@ -128,7 +129,6 @@ def check_params(runs:list[dict],        # from `expand_grid`
 
 def _check_device(device):
     "A template's `device` parameter is checked like the package's own (an unknown name, CUDA absent), before anything runs."
-    from netdeviation.data import check_device  # here: the data module imports torch
     check_device(device, "device")
 
 # %% ../nbs/07_sweeps.ipynb #6f61eaf9
@@ -198,10 +198,8 @@ def run_id(params:dict, # a run's parameters
     return _sha(params)[:12]
 
 def _write_json(path:Path, obj):
-    "Write `obj` as JSON atomically: a temporary file in the same folder, flushed, then `os.replace`."
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f: json.dump(obj, f, indent=1, sort_keys=True, default=_jsonable); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
+    "Write `obj` as JSON with `atomic_write`."
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=_jsonable))
 
 def save_result(path:str|Path|None, # where to write (a template's `result_path`); None: write nothing
                 rows=None,          # a list of dicts or a DataFrame: the run's tidy table
@@ -297,7 +295,6 @@ def _absolute_env():
 
 def _check_timeout(timeout)->float|None:
     if timeout is None: return None
-    from netdeviation.data import check_float  # here: the data module imports torch, which a toy kernel need not
     return check_float(timeout, "timeout", 0, low_open=True)
 
 def execute_run(notebook:str|Path,     # the template
@@ -374,7 +371,6 @@ def check_folder(path:str|Path, # a folder that may not exist yet
 def threads_per_worker(workers:int|None=None, # worker processes asked for; default: one per core
                       )->int:                 # torch threads of each worker
     "The torch threads each worker of the default pool gets: `cores // workers`, whatever the number of runs left."
-    from netdeviation.data import check_int
     cores = os.cpu_count() or 1
     return max(1, cores // (cores if workers is None else check_int(workers, "workers", 1)))
 

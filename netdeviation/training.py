@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Data, as_data, load_mnist, cache_dir
-from .data import check_choice, check_device, check_float, check_images, check_int, check_labels
+from .checks import atomic_write, check_choice, check_device, check_float, check_images, check_int, check_labels
 from .models import get_model, model_name, MODELS, ACTIVATIONS
 from .graph import eval_mode
 
@@ -199,12 +199,6 @@ def state_equal(a:nn.Module, # a model
 class CheckpointError(RuntimeError):
     "A checkpoint is missing, corrupt or does not match its hash."
 
-def _atomic_write(path:Path, data:bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 def save_checkpoint(path:str|Path, # the `.pt` file; a `.json` sidecar with its hash is written beside it
                     payload:dict,  # tensors, numbers, strings, lists and dicts only
                    ):
@@ -212,8 +206,8 @@ def save_checkpoint(path:str|Path, # the `.pt` file; a `.json` sidecar with its 
     if not isinstance(payload, dict): raise TypeError(f"payload: expected a dict of tensors, numbers and strings, got {type(payload).__name__}")
     buf = io.BytesIO(); torch.save(payload, buf)
     raw, path = buf.getvalue(), Path(path)
-    _atomic_write(path, raw)
-    _atomic_write(path.with_suffix(".json"), json.dumps({"sha256": hashlib.sha256(raw).hexdigest()}).encode())
+    atomic_write(path, raw)
+    atomic_write(path.with_suffix(".json"), json.dumps({"sha256": hashlib.sha256(raw).hexdigest()}).encode())
 
 def load_checkpoint(path:str|Path, # a `.pt` file written by `save_checkpoint`, with its `.json` sidecar
                    )->dict:

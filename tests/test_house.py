@@ -7,13 +7,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG, NBS = ROOT/"netdeviation", ROOT/"nbs"
 
-# HOUSE.md's floors: a module imports only modules on lower floors (floor 1 imports none of the package).
-FLOORS = {"data": 1, "models": 1, "graph": 1, "channels": 1, "paper": 1, "sweeps": 1, "training": 2, "pruning": 2, "deviation": 3,
+# HOUSE.md's floors: a module imports only modules on lower floors (`checks`, floor 0, imports none of the package).
+FLOORS = {"checks": 0, "data": 1, "models": 1, "graph": 1, "channels": 1, "paper": 1, "sweeps": 1, "training": 2, "pruning": 2, "deviation": 3,
           "bounds": 3, "forecast": 3, "retraining": 4, "corpus": 5, "advisor": 5, "report": 6, "explorer": 6, "cli": 7}
-# Sideways imports the project accepts today: the shared validators (`check_choice`, `check_int`, ...) live in `data`.
-# A new entry needs a reason; one that is no longer used fails `test_sideways_imports_are_still_needed`.
-SIDEWAYS = {("models", "data"), ("sweeps", "data"), ("graph", "data"),
-            ("advisor", "corpus")}  # the advisor learns from the corpus's features: one idea (HOUSE.md's `advisor`) in two rooms
+# Sideways imports the project accepts today. A new entry needs a reason; one that is no longer used fails
+# `test_sideways_imports_are_still_needed`.
+SIDEWAYS = {("advisor", "corpus")}  # the advisor learns from the corpus's features: one idea (HOUSE.md's `advisor`) in two rooms
 
 
 def _imports(tree:ast.AST, package:str|None="netdeviation")->set[str]:
@@ -82,3 +81,9 @@ def test_the_check_sees_a_cli_import():
                 "from netdeviation import cli", "from . import cli"):
         assert "cli" in _imports(ast.parse(src)), src
     assert _imports(ast.parse("from netdeviation.report import report\nimport numpy")) == {"report"}
+
+
+def test_one_atomic_write():
+    "Every file the package writes goes through `checks.atomic_write`: no other module renames a file into place (a whole folder swapped by `report` is another matter) or fsyncs."
+    other = sorted(p.name for p in PKG.glob("*.py") if p.stem != "checks" and re.search(r"os\.(replace|fsync)\(", p.read_text()))
+    assert not other, f"modules writing files by hand instead of with netdeviation.checks.atomic_write: {other}"

@@ -12,11 +12,12 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 import torch_pruning as tp
 
+from .graph import PRUNABLE  # the one tuple of prunable layers: node methods prune their output channels
+
 # %% auto #0
-__all__ = ['LAYERS', 'NORMS', 'Member', 'ChannelGroup', 'channel_slices', 'zero_channels', 'channel_groups']
+__all__ = ['NORMS', 'Member', 'ChannelGroup', 'channel_slices', 'zero_channels', 'channel_groups']
 
 # %% ../nbs/01b_channels.ipynb #b785fe1b
-LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)   # layers whose output channels node methods prune
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)     # per-channel affine modules masked with the channels they normalise
 
 @dataclass(frozen=True, eq=False)
@@ -95,7 +96,7 @@ def _check_example(model:nn.Module, example_input)->torch.Tensor:
 
 def _member_params(name:str, m:nn.Module, out:bool, kind_of:str)->list:
     "(param, dim, kind) for what one group item cuts in module `m`, or a clear error for what masks cannot serve."
-    if isinstance(m, LAYERS):
+    if isinstance(m, PRUNABLE):
         if getattr(m, "groups", 1) != 1:
             raise ValueError(f"model: '{name}' ({type(m).__name__}, groups={m.groups}) is coupled to the channels of "
                              f"'{kind_of}'; node methods support Linear, Conv1d and Conv2d with groups=1 and BatchNorm")
@@ -130,7 +131,7 @@ def channel_groups(model:nn.Module,   # any network `torch_pruning` can trace (p
         warnings.simplefilter("ignore")
         try:
             dg = tp.DependencyGraph().build_dependency(net, x, verbose=False)
-            tp_groups = list(dg.get_all_groups(root_module_types=list(LAYERS)))
+            tp_groups = list(dg.get_all_groups(root_module_types=list(PRUNABLE)))
         except Exception as e:
             raise ValueError(f"model: Torch-Pruning's dependency graph could not trace {type(model).__name__} "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); node methods need it") from None

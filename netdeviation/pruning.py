@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_choice, check_device, check_images, check_int
 from .graph import Stage, check_model, effective, is_chain, stages, prunable_layers
-from .channels import LAYERS, NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
+from .channels import NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
 
 # %% auto #0
 __all__ = ['METHODS', 'CONNECTION_METHODS', 'NODE_METHODS', 'SCOPES', 'CLUSTERED_OPTIONS', 'n_pruned', 'magnitude_mask',
@@ -485,10 +485,9 @@ def node_plan(net:nn.Sequential,      # the network, on `device`
 
 # %% ../nbs/03_pruning.ipynb #e29f786e
 def _layers(model:nn.Module)->list:
-    "`(name, module)` of the prunable layers: `prunable_layers` where it walks the model, else every Linear/Conv1d/Conv2d."
+    "`(name, module)` of the prunable layers (`prunable_layers`: the one walk; a model fx cannot trace gets its error, for every method)."
     if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module (e.g. from get_model), got {type(model).__name__}")
-    try: layers = prunable_layers(model)
-    except (TypeError, ValueError): layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYERS)]  # not fx-traceable
+    layers = prunable_layers(model)
     if not layers: raise ValueError("model: has no prunable layers (nn.Linear, nn.Conv1d or nn.Conv2d)")
     return layers
 

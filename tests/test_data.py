@@ -11,15 +11,10 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from netdeviation.data import (DATASETS, FASHION_MEAN, FASHION_STD, MNIST_MEAN, MNIST_STD, Data, DataError, MNISTData,
                                as_data, check_images, find_data_dir, from_dataset, from_tensors, load_cifar10,
                                load_dataset, load_fashion_mnist, load_mnist, normalise)
+from helpers import raises as _raises
 
 SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
-def _raises(exc, fn, *parts):
-    "Call `fn`, expect `exc`, and check that its message holds every one of `parts` (the parameter's name first)."
-    with pytest.raises(exc) as e: fn()
-    msg = str(e.value)
-    for p in parts: assert p in msg, f"{p!r} not in {msg!r}"
-    return msg
 
 def _same(a:Data, b:Data):
     for k in SPLITS: assert torch.equal(getattr(a, k), getattr(b, k)), k

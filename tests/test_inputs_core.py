@@ -13,13 +13,8 @@ from netdeviation.deviation import deviation, deviation_sweep, original_activati
 from netdeviation.models import LayeredNet, get_model
 from netdeviation.pruning import compute_masks
 from netdeviation.training import CONFIGS, TrainConfig, baseline_path, evaluate, fit, get_baseline, load_checkpoint
+from helpers import raises as _raises
 
-def _raises(exc, fn, *parts):
-    "Call `fn`, expect `exc`, and check that its message holds every one of `parts` (the parameter's name first)."
-    with pytest.raises(exc) as e: fn()
-    msg = str(e.value)
-    for p in parts: assert p in msg, f"{p!r} not in {msg!r}"
-    return msg
 
 @pytest.fixture(scope="module")
 def tiny():

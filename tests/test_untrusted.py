@@ -14,15 +14,9 @@ from netdeviation.deviation import deviation, deviation_sweep, graph_activations
 from netdeviation.graph import UnsupportedOperation, check_model, trace
 from netdeviation.pruning import compute_masks, get_masks, prune
 from netdeviation.sweeps import expand_grid, load_grid
+from helpers import raises as _raises
 
 
-def _raises(exc, fn, *parts):
-    "Call `fn`, expect `exc`, and check that its message holds every one of `parts` (the parameter's name first)."
-    with pytest.raises(exc) as e: fn()
-    msg = str(e.value)
-    for p in parts: assert p in msg, f"{p!r} not in {msg!r}"
-    assert "Traceback" not in msg
-    return msg
 
 
 # ---------------------------------------------------------------- CIFAR-10 batches: a restricted unpickler

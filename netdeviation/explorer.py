@@ -66,12 +66,14 @@ def _trains(model:str, config:str, seed:int)->bool:
 
 @lru_cache(maxsize=None)
 def _sweep(model:str, method:str, amounts:tuple, config:str, seed:int, device:str, threads:int)->pd.DataFrame:
+    "The deviation sweep of `method` over `amounts`, from which D is normalised: once per model and method."
     data, base, _ = _baseline(model, config, seed, device, threads)
     return deviation_sweep(base.model, data.x_val, methods=(method,), amounts=amounts, seeds=(seed,), device=device,
                            progress=False)
 
 @lru_cache(maxsize=8)  # the last few pruned networks (a LeNet-300-100 copy with its masks is a few MB)
 def _pruned(model:str, method:str, amount:float, config:str, seed:int, device:str, threads:int):
+    "The baseline pruned by `method` at `amount` (the last few kept)."
     data, base, acts = _baseline(model, config, seed, device, threads)
     return prune(base.model, method, amount, data=data.x_val, seed=seed, device=device, activations=acts.outputs)
 
@@ -366,7 +368,8 @@ class Explorer(widgets.VBox):
             for k in self.controls: self.controls[k].value = getattr(self.result, k)
         finally: self._reverting = None
 
-    def update(self, change=None):
+    def update(self, change=None, # the change that called it, when a widget's observer did (unused)
+              ):
         "Ask for the widgets' current values: computed in the background thread after the computation running, if any (a newer request replaces one not started)."
         if self._reverting == threading.get_ident(): return
         with self._cv:

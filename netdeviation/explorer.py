@@ -379,7 +379,7 @@ class Explorer(widgets.VBox):
         else: self._work()
 
     def _work(self):
-        "Compute the requests one after the other, the latest first, until none is left; then wake `wait`."
+        "Compute the request waiting (always the latest asked for), one after the other, until none is left; then wake `wait`."
         try:
             while True:
                 with self._cv:

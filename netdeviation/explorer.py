@@ -4,16 +4,21 @@
 
 # %% ../nbs/09_explorer.ipynb #9b95927d
 from __future__ import annotations
+import contextlib
 import html
+import inspect
 import io
 import math
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -21,39 +26,56 @@ from matplotlib.patches import Patch
 from .advisor import Advice, advise
 from .bounds import BOUNDS, RetrainingBounds, retraining_bounds, status_kind
 from .corpus import TOLERANCES, measure_features
-from .data import MNISTData, check_choice, check_float, load_mnist
+from .data import MNISTData, check_choice, check_device, check_float, check_int, load_mnist
 from .deviation import AMOUNTS, Activations, Deviation, deviation, deviation_sweep, original_activations
 from .models import MODELS, PAPER_MODELS
 from .pruning import METHODS, prune
-from .training import Baseline, evaluate, get_baseline
+from .training import Baseline, baseline_path, evaluate, get_baseline
 
 # %% auto #0
 __all__ = ['KINDS', 'BOUND_LABELS', 'STEPS', 'bound_label', 'fmt', 'Exploration', 'plot_exploration', 'explore', 'Explorer']
 
 # %% ../nbs/09_explorer.ipynb #5b047771
-@lru_cache(maxsize=None)
-def _baseline(model:str, config:str, seed:int, device:str)->tuple[MNISTData, Baseline, Activations]:
-    data = load_mnist()
-    base = get_baseline(model, config, seed, data=data, device=device, progress=False)
-    return data, base, original_activations(base.model, data.x_val, device)
-
-@lru_cache(maxsize=None)
-def _sweep(model:str, method:str, amounts:tuple, config:str, seed:int, device:str)->pd.DataFrame:
-    data, base, _ = _baseline(model, config, seed, device)
-    return deviation_sweep(base.model, data.x_val, methods=(method,), amounts=amounts, seeds=(seed,), device=device,
-                           progress=False)
-
-@lru_cache(maxsize=8)  # the last few pruned networks (a LeNet-300-100 copy with its masks is a few MB)
-def _pruned(model:str, method:str, amount:float, config:str, seed:int, device:str):
-    data, base, acts = _baseline(model, config, seed, device)
-    return prune(base.model, method, amount, data=data.x_val, seed=seed, device=device, activations=acts.outputs)
-
-_MEMO = {}  # (quantity, model, method, amount, config, seed, device, ...) -> its value: one pruning's numbers, computed once
+_LOCK = threading.RLock()  # one computation at a time, whoever asks (an `Explorer`'s thread or a direct call): the caches and networks are shared
+_MEMO = {}  # (quantity, ..., torch threads) -> its value: a baseline's or one pruning's numbers, computed once
 
 def _memo(key:tuple, fn):
     "`fn()`, computed once per `key`."
     if key not in _MEMO: _MEMO[key] = fn()
     return _MEMO[key]
+
+@contextlib.contextmanager
+def _torch_threads(n:int|None):
+    "Compute with `n` torch threads (None: as set), the previous count restored after."
+    if n is None: yield; return
+    old = torch.get_num_threads(); torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
+
+def _baseline(model:str, config:str, seed:int, device:str, threads:int)->tuple[MNISTData, Baseline, Activations]:
+    "The data, the cached baseline and its activations on the pruning images, once per process."
+    def load():
+        data = load_mnist()
+        base = get_baseline(model, config, seed, data=data, device=device, progress=False)
+        return data, base, original_activations(base.model, data.x_val, device)
+    return _memo(("baseline", model, config, seed, device, threads), load)
+
+def _trains(model:str, config:str, seed:int)->bool:
+    "True when `explore` will first train the baseline: it is not in the checkpoint cache yet."
+    return not baseline_path(model, config, seed).exists()
+
+@lru_cache(maxsize=None)
+def _sweep(model:str, method:str, amounts:tuple, config:str, seed:int, device:str, threads:int)->pd.DataFrame:
+    "The deviation sweep of `method` over `amounts`, from which D is normalised: once per model and method."
+    data, base, _ = _baseline(model, config, seed, device, threads)
+    return deviation_sweep(base.model, data.x_val, methods=(method,), amounts=amounts, seeds=(seed,), device=device,
+                           progress=False)
+
+@lru_cache(maxsize=8)  # the last few pruned networks (a LeNet-300-100 copy with its masks is a few MB)
+def _pruned(model:str, method:str, amount:float, config:str, seed:int, device:str, threads:int):
+    "The baseline pruned by `method` at `amount` (the last few kept)."
+    data, base, acts = _baseline(model, config, seed, device, threads)
+    return prune(base.model, method, amount, data=data.x_val, seed=seed, device=device, activations=acts.outputs)
 
 # %% ../nbs/09_explorer.ipynb #0ba00810
 KINDS = {"estimate": "C0", "lower": "C2", "lower (approx.)": "C2", "upper": "C3"}  # bar colours by kind of bound
@@ -232,6 +254,17 @@ def _png(fig:Figure)->bytes:
 # %% ../nbs/09_explorer.ipynb #c963ce53
 STEPS = ("baseline", "pruning", "sweep of D", "deviation", "test accuracy", "retraining bounds", "advisor")  # what `explore` reports
 
+def _check_args(model, method, amount, tolerance, config, seed, gamma, beta_iters, device, threads, on_step):
+    "`explore`'s arguments, each checked: a clear error naming the first bad one."
+    if model not in MODELS: raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")
+    if method not in METHODS: raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
+    check_float(amount, "amount", 0, 1, high_open=True); check_float(tolerance, "tolerance", 0, 1, low_open=True)
+    baseline_path(model, config, seed)  # config: a name in `CONFIGS`; seed: an integer
+    check_float(gamma, "gamma", 0, low_open=True); check_int(beta_iters, "beta_iters", 1)
+    check_device(device)
+    if threads is not None: check_int(threads, "threads", 1)
+    if on_step is not None and not callable(on_step): raise TypeError(f"on_step: expected a callable or None, got {on_step!r}")
+
 def explore(model:str="lenet_300_100", # a name in `MODELS`
             method:str="magnitude",    # a name in `METHODS`
             amount:float=0.5,          # fraction of weights (connection) or nodes (node methods) per layer, in [0, 1)
@@ -241,32 +274,45 @@ def explore(model:str="lenet_300_100", # a name in `MODELS`
             gamma:float=1.0,           # γ of Theorem 1
             beta_iters:int=10,         # power iterations for β in the γ-free bounds
             device:str="cpu",          # where to compute
+            threads:int|None=None,     # torch threads while computing (None: as set; 1 is faster on a busy machine)
             on_step=None,              # called as `on_step(i, name)` before each of the `STEPS` (the explorer's progress)
            )->Exploration:
     "Prune the cached baseline of `model` by `method` at `amount`; the advisor's answer and everything else the explorer shows."
-    if model not in MODELS: raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")
-    if method not in METHODS: raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
-    if on_step is not None and not callable(on_step): raise TypeError(f"on_step: expected a callable or None, got {on_step!r}")
-    check_float(tolerance, "tolerance", 0, 1, low_open=True)
-    step, key = on_step or (lambda i, name: None), (model, method, float(amount), config, seed, str(device))
-    step(0, STEPS[0]); data, base, acts = _baseline(model, config, seed, str(device))
-    step(1, STEPS[1]); sparse = _pruned(*key)
-    step(2, STEPS[2]); sweep = _sweep(model, method, tuple(sorted({*AMOUNTS, float(amount)})), config, seed, str(device))
-    D = float(sweep.loc[np.isclose(sweep.amount, amount), "D"].iloc[0])  # eq. 3.13 over the sweep
-    step(3, STEPS[3]); dev = _memo(("deviation", *key), lambda: deviation(base.model, sparse, activations=acts))
-    step(4, STEPS[4])
-    acc = _memo(("accuracy", *key), lambda: [evaluate(m, data.x_test, data.y_test, device=device)["acc"] for m in (base.model, sparse)])
-    step(5, STEPS[5])
-    rb = _memo(("bounds", *key, float(gamma), beta_iters), lambda: retraining_bounds(
-        sparse, base, data, gamma=gamma, method=method, beta_iters=beta_iters, seed=seed, device=device))
-    step(6, STEPS[6])
-    f = _memo(("features", *key), lambda: measure_features(sparse, base, data, method=method, activations=acts, device=device))
-    adv = advise(sparse, base, data, tolerance=tolerance, method=method, features=f, device=device)  # one prediction
+    _check_args(model, method, amount, tolerance, config, seed, gamma, beta_iters, device, threads, on_step)
+    step, device = on_step or (lambda i, name: None), str(device)
+    with _LOCK, _torch_threads(threads):
+        nt = torch.get_num_threads()  # part of every cache key: sums in another order differ in the last digits
+        key = (model, method, float(amount), config, seed, device, nt)
+        keys = [("deviation", *key), ("acc_pruned", *key), ("bounds", *key, float(gamma), beta_iters), ("features", *key),
+                ("advice", *key, float(tolerance))]
+        step(0, STEPS[0]); data, base, acts = _baseline(model, config, seed, device, nt)
+        step(1, STEPS[1])
+        if any(k not in _MEMO for k in keys): _pruned(*key)  # a pruning seen before needs no network
+        sparse = lambda: _pruned(*key)
+        step(2, STEPS[2]); sweep = _sweep(model, method, tuple(sorted({*AMOUNTS, float(amount)})), config, seed, device, nt)
+        D = float(sweep.loc[np.isclose(sweep.amount, amount), "D"].iloc[0])  # eq. 3.13 over the sweep
+        step(3, STEPS[3]); dev = _memo(keys[0], lambda: deviation(base.model, sparse(), activations=acts))
+        step(4, STEPS[4])
+        acc = (_memo(("acc_original", model, config, seed, device, nt), lambda: evaluate(base.model, data.x_test, data.y_test, device=device)["acc"]),
+               _memo(keys[1], lambda: evaluate(sparse(), data.x_test, data.y_test, device=device)["acc"]))
+        step(5, STEPS[5])
+        rb = _memo(keys[2], lambda: retraining_bounds(sparse(), base, data, gamma=gamma, method=method, beta_iters=beta_iters,
+                                                      seed=seed, device=device))
+        step(6, STEPS[6])
+        f = _memo(keys[3], lambda: measure_features(sparse(), base, data, method=method, activations=acts, device=device))
+        adv = _memo(keys[4], lambda: advise(sparse(), base, data, tolerance=tolerance, method=method, features=f, device=device))
     return Exploration(model, method, float(amount), dev, sweep, D, *acc, rb, base.t_initial, adv)
 
 # %% ../nbs/09_explorer.ipynb #e59fe372
+_OPTIONS = ("config", "seed", "gamma", "beta_iters", "device", "threads")  # `explore`'s arguments an `Explorer` passes on
+_DEFAULTS = {k: p.default for k, p in inspect.signature(explore).parameters.items()}  # `explore`'s defaults
+
+def _clock(s:float)->str:
+    "Seconds as m:ss."
+    return f"{int(s//60)}:{int(s % 60):02d}"
+
 class Explorer(widgets.VBox):
-    "Widgets for model, method, amount and tolerance over `explore` (other keyword arguments go to it); the advice, numbers and figure update on change."
+    "Widgets for model, method, amount and tolerance over `explore`: shown at once, computed in a background thread, the last change winning."
     def __init__(self, models=PAPER_MODELS,   # model names offered
                  methods=METHODS,             # pruning methods offered
                  amounts=AMOUNTS,             # amounts offered on the slider
@@ -275,18 +321,24 @@ class Explorer(widgets.VBox):
                  method:str="magnitude",      # initial method
                  amount:float=0.5,            # initial amount
                  tolerance:float=0.01,        # initial δ
-                 **kwargs,
+                 background:bool=True,        # compute in a background thread (False: in the caller, at each change)
+                 **kwargs,                    # passed to `explore`: config, seed, gamma, beta_iters, device, threads
                 ):
         for name, v, ok in (("model", model, models), ("method", method, methods), ("amount", amount, amounts),
-                            ("tolerance", tolerance, tolerances)):
+                            ("tolerance", tolerance, tolerances), ("background", background, (True, False))):
             check_choice(v, name, ok)
+        bad = sorted(set(kwargs) - set(_OPTIONS))
+        if bad: raise TypeError(f"kwargs: expected some of {list(_OPTIONS)} (passed to `explore`), got {bad}")
+        _check_args(**{**_DEFAULTS, **kwargs, "model": model, "method": method, "amount": amount, "tolerance": tolerance})
         self.controls = {"model": widgets.Dropdown(options=list(models), value=model, description="model"),
                          "method": widgets.Dropdown(options=list(methods), value=method, description="method"),
                          "amount": widgets.SelectionSlider(options=[(f"{100*a:g} %", a) for a in amounts], value=amount,
                                                            description="amount", continuous_update=False),
                          "tolerance": widgets.Dropdown(options=[(f"{100*t:g} points", t) for t in tolerances], value=tolerance,
                                                        description="δ", tooltip="advice: recovered within δ of the original's accuracy")}
-        self.kwargs, self.result, self.error, self.busy, self.message, self._reverting = kwargs, None, None, False, "", False
+        self.kwargs, self.background, self.result, self.error, self.busy, self.message = kwargs, background, None, None, False, ""
+        self._cv, self._pending, self._running, self._reverting = threading.Condition(), None, False, None
+        self._shown = OrderedDict()  # (values, options) -> (Exploration, table HTML, figure PNG): the last few, redrawn for free
         self.status = widgets.HTML()  # what is shown, what is computing, or why it could not
         self.progress = widgets.IntProgress(min=0, max=len(STEPS), layout=widgets.Layout(width="10em", visibility="hidden"))
         self.table = widgets.HTML()
@@ -311,30 +363,89 @@ class Explorer(widgets.VBox):
 
     def _revert(self):
         "Set the controls back to what the figure shows, without recomputing."
-        self._reverting = True
+        self._reverting = threading.get_ident()  # changes made by this thread only: a user's change meanwhile still counts
         try:
             for k in self.controls: self.controls[k].value = getattr(self.result, k)
-        finally: self._reverting = False
+        finally: self._reverting = None
 
-    def update(self, change=None)->Exploration:
-        "Recompute with the current widget values and redraw; controls disabled and a label saying what computes meanwhile."
-        if self._reverting: return self.result
-        v = {k: w.value for k, w in self.controls.items()}
-        what = f"{v['method']} at {100*v['amount']:g} % on {v['model']}"
-        def step(i, name):
-            self.progress.value = i
-            self._say(f"⏳ computing {what}: {name} ({i + 1}/{len(STEPS)})…")
-        self._set_busy(True, f"⏳ computing {what}…")
-        t0 = time.perf_counter()
+    def update(self, change=None, # the change that called it, when a widget's observer did (unused)
+              ):
+        "Ask for the widgets' current values: computed in the background thread after the computation running, if any (a newer request replaces one not started)."
+        if self._reverting == threading.get_ident(): return
+        with self._cv:
+            self._pending, start, self._running = {k: w.value for k, w in self.controls.items()}, not self._running, True
+        if not start: return  # the running loop takes it next
+        if self.background: threading.Thread(target=self._work, name="netdeviation-explorer", daemon=True).start()
+        else: self._work()
+
+    def _work(self):
+        "Compute the request waiting (always the latest asked for), one after the other, until none is left; then wake `wait`."
         try:
-            ex = explore(**v, **self.kwargs, on_step=step)
-            png = _png(plot_exploration(ex))
+            while True:
+                with self._cv:
+                    v, self._pending = self._pending, None
+                    if v is None: return
+                self._compute(v)
+        finally:
+            with self._cv: self._running, self._pending = False, None; self._cv.notify_all()
+
+    def _newer(self)->bool:
+        "True when a newer request waits: the one computed is then not shown."
+        with self._cv: return self._pending is not None
+
+    def _compute(self, v:dict):
+        "Compute and show `v`, unless a newer request came meanwhile; the busy state set first and cleared last."
+        what = f"{v['method']} at {100*v['amount']:g} % on {v['model']}"
+        self._set_busy(True, f"⏳ computing {what}…")
+        opts = {**_DEFAULTS, **self.kwargs}
+        stop, ticker = threading.Event(), []
+        def quiet():
+            "Stop the training clock."
+            stop.set()
+            for t in ticker: t.join()
+            ticker.clear()
+        def step(i, name):
+            quiet(); self.progress.value = i
+            self._say(text := f"⏳ computing {what}: {name} ({i + 1}/{len(STEPS)})…")
+            if i == 0 and _trains(v["model"], opts["config"], opts["seed"]):  # the first use of a baseline trains it
+                t0 = time.perf_counter(); stop.clear()
+                def clock():
+                    while not stop.wait(1.0):
+                        self._say(f"{text} training the baseline, first use only: {_clock(time.perf_counter() - t0)}")
+                ticker.append(threading.Thread(target=clock, daemon=True)); ticker[0].start()
+        t0, key = time.perf_counter(), (tuple(v.items()), tuple(sorted((k, str(x)) for k, x in self.kwargs.items())))
+        seen = key in self._shown
+        try:
+            if seen: self._shown.move_to_end(key); ex, page, png = self._shown[key]  # shown before: nothing to compute or draw
+            else:
+                ex = explore(**v, **self.kwargs, on_step=step)
+                page, png = ex.to_html(), _png(plot_exploration(ex))
+                self._shown[key] = ex, page, png
+                while len(self._shown) > 16: self._shown.popitem(last=False)
         except Exception as e:
+            quiet()
+            if self._newer(): return
             self.error = e
-            if self.result is None: self._set_busy(False, f"could not compute {what}: {e}"); raise
+            if self.result is None: self._set_busy(False, f"could not compute {what}: {e}"); return
             self._revert()
             self._set_busy(False, f"⚠ could not compute {what}: {e}. Still showing {self.result._title()}.")
-            return self.result
-        self.result, self.error, self.table.value, self.figure.value = ex, None, ex.to_html(), png
-        self._set_busy(False, f"showing {what} (computed in {time.perf_counter() - t0:.1f} s)")
-        return ex
+            return
+        if self._newer(): return  # computed and cached, but superseded: the newer request is shown instead
+        self.result, self.error, self.table.value, self.figure.value = ex, None, page, png
+        self._set_busy(False, f"showing {what} ({'shown before: nothing computed' if seen else f'computed in {time.perf_counter() - t0:.1f} s'})")
+
+    def wait(self, timeout:float|None=None, # seconds to wait at most (None: as long as it takes)
+            )->Exploration:                 # the `Exploration` shown
+        "Block until every computation asked for is done: the result shown, or the last computation's error raised."
+        if timeout is not None: check_float(timeout, "timeout", 0)
+        with self._cv:
+            if not self._cv.wait_for(lambda: not self._running, timeout):
+                raise TimeoutError(f"timeout: still computing after {timeout} s ({self.message})")
+        if self.error is not None: raise self.error
+        return self.result
+
+    def close(self):
+        "Close the widgets; a computation running finishes, none waiting starts."
+        if hasattr(self, "_cv"):  # (not when the constructor refused its arguments)
+            with self._cv: self._pending = None
+        super().close()

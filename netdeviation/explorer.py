@@ -322,20 +322,22 @@ class Explorer(widgets.VBox):
                  amount:float=0.5,            # initial amount
                  tolerance:float=0.01,        # initial δ
                  background:bool=True,        # compute in a background thread (False: in the caller, at each change)
-                 **kwargs,                    # passed to `explore`: config, seed, gamma, beta_iters, device, threads
+                 threads:int|None=1,          # torch threads while computing: 1 is the fastest on these small models and a busy machine; None: torch's setting
+                 **kwargs,                    # passed to `explore`: config, seed, gamma, beta_iters, device
                 ):
         for name, v, ok in (("model", model, models), ("method", method, methods), ("amount", amount, amounts),
                             ("tolerance", tolerance, tolerances), ("background", background, (True, False))):
             check_choice(v, name, ok)
         bad = sorted(set(kwargs) - set(_OPTIONS))
         if bad: raise TypeError(f"kwargs: expected some of {list(_OPTIONS)} (passed to `explore`), got {bad}")
-        _check_args(**{**_DEFAULTS, **kwargs, "model": model, "method": method, "amount": amount, "tolerance": tolerance})
+        _check_args(**{**_DEFAULTS, **kwargs, "threads": threads, "model": model, "method": method, "amount": amount, "tolerance": tolerance})
         self.controls = {"model": widgets.Dropdown(options=list(models), value=model, description="model"),
                          "method": widgets.Dropdown(options=list(methods), value=method, description="method"),
                          "amount": widgets.SelectionSlider(options=[(f"{100*a:g} %", a) for a in amounts], value=amount,
                                                            description="amount", continuous_update=False),
                          "tolerance": widgets.Dropdown(options=[(f"{100*t:g} points", t) for t in tolerances], value=tolerance,
                                                        description="δ", tooltip="advice: recovered within δ of the original's accuracy")}
+        kwargs = {**kwargs, "threads": threads}
         self.kwargs, self.background, self.result, self.error, self.busy, self.message = kwargs, background, None, None, False, ""
         self._cv, self._pending, self._running, self._reverting = threading.Condition(), None, False, None
         self._shown = OrderedDict()  # (values, options) -> (Exploration, table HTML, figure PNG): the last few, redrawn for free

@@ -23,14 +23,15 @@ from .graph import (MODULE_RULES, PRUNABLE, Stage, call, check_model, combine, e
                                 stages, start_vectors, trace)
 from .graph import change as op_change
 from .graph import effective
+from .paper import AMOUNTS
 from .pruning import METHODS, apply_masks, compute_masks, copy_model
 from torch.nn.utils import prune as torch_prune
 
 # %% auto #0
-__all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'D_GRID', 'SWEEP_GROUP', 'lipschitz', 'slopes', 'operator_norm',
+__all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'D_GRID', 'SWEEP_GROUP', 'lipschitz', 'slopes', 'operator_norm',
            'jacobian_norms', 'Activations', 'original_activations', 'pruned_weights', 'Deviation', 'GraphActivations',
            'graph_activations', 'propagate', 'recalibrate_batchnorm', 'deviation', 'net_deviation', 'grid_scales',
-           'grid_net_deviation', 'deviation_sweep', 'plot_sweep']
+           'grid_net_deviation', 'deviation_sweep', 'plot_sweep', 'AMOUNTS']
 
 # %% ../nbs/04_deviation.ipynb #e102331d
 _CHAIN_KINDS = ("pointwise", "shape", "maxpool")   # what a chain's $f$ may hold (Dropout aside: a graph op)
@@ -676,7 +677,7 @@ def net_deviation(dev,              # dev = LHS - bound (eq. 3.12) of one method
     return (dev if sign == "raw" else np.abs(dev))/top if top > 0 else np.zeros_like(dev)  # eq. 3.13
 
 # %% ../nbs/04_deviation.ipynb #faca1bf0
-AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the paper's grid (Figs 3.1-3.3)
+_all_ = ["AMOUNTS"]  # the paper's grid (Figs 3.1-3.3), defined in `paper`; importable from here as before
 D_GRID = AMOUNTS  # the common grid of `D_grid`: every sweep normalises by max |dev| over these amounts
 SWEEP_GROUP = ("model", "method", "seed")  # one sweep of amounts: the rows `D` and `D_grid` normalise together
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_choice, check_device, check_float, check_images, check_int
 from .graph import (MODULE_RULES, PRUNABLE, Stage, call, check_model, combine, eval_mode, gain, is_chain, lanczos_max,
-                                stages, start_vectors, trace)
+                                one_thread, stages, start_vectors, trace)
 from .graph import change as op_change
 from .graph import effective
 from .paper import AMOUNTS
@@ -94,11 +94,6 @@ def _linear_map(layer:nn.Module, weight:torch.Tensor, shape:tuple)->tuple:
     _, vjp = torch.func.vjp(A, torch.zeros(shape, dtype=weight.dtype, device=weight.device))
     return A, lambda u: vjp(u)[0]
 
-class _one_thread:
-    "Run tiny tensor work on one thread: on single samples thread start-up costs more than it saves."
-    def __enter__(self): self.n = torch.get_num_threads(); torch.set_num_threads(1)
-    def __exit__(self, *exc): torch.set_num_threads(self.n)
-
 def _check_layer(layer, name:str="layer"):
     if not isinstance(layer, PRUNABLE): raise TypeError(f"{name}: expected an nn.Linear, nn.Conv1d or nn.Conv2d, got {type(layer).__name__}")
 
@@ -125,7 +120,7 @@ def operator_norm(layer:nn.Module,          # an `nn.Linear` or `nn.Conv2d`
     input_shape = _check_shape(input_shape)
     if weight is not None: _check_weight(layer, weight)
     w = (layer.weight if weight is None else weight).detach().to(device, torch.float64)
-    with _one_thread():
+    with one_thread(libraries=False):  # tiny work: thread start-up costs more than it saves
         if isinstance(layer, nn.Linear): return torch.linalg.matrix_norm(w, 2).item()
         A, At = _linear_map(layer, w, (1, *input_shape))
         return lanczos_max(lambda v: At(A(v)), start_vectors((1, *input_shape), torch.float64, device), tol, 300).sqrt().item()

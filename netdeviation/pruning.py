@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_pruning.ipynb #8bfc5625
 from __future__ import annotations
-import contextlib, copy, functools, numbers, warnings
+import numbers, warnings
 
 import numpy as np
 import pandas as pd
@@ -13,11 +13,10 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from .checks import check_choice, check_device, check_images, check_int
-from .graph import Stage, check_model, effective, is_chain, stages, prunable_layers
+from .graph import Stage, check_model, copy_model, effective, is_chain, one_thread, stages, prunable_layers
 from .channels import NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
 
 # %% auto #0
@@ -25,7 +24,7 @@ __all__ = ['METHODS', 'CONNECTION_METHODS', 'NODE_METHODS', 'SCOPES', 'CLUSTERED
            'random_mask', 'node_weight_norm', 'node_masks', 'keep_highest', 'stage_outputs', 'node_gram',
            'first_equal_row', 'gram_embedding', 'node_points', 'cluster_nodes', 'keep_one_per_cluster', 'keep_scores',
            'merge_nodes', 'connection_masks', 'node_plan', 'group_weight_norm', 'group_masks', 'group_outputs',
-           'group_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks', 'prune', 'sparsity_report']
+           'group_plan', 'get_masks', 'compute_masks', 'apply_masks', 'prune', 'sparsity_report', 'copy_model']
 
 # %% ../nbs/03_pruning.ipynb #aa4728a9
 METHODS = ("random", "magnitude", "random_node", "magnitude_node", "clustered")
@@ -209,18 +208,6 @@ def stage_outputs(model:nn.Sequential, # original (unpruned or pruned) network
     return {k: torch.cat(v) for k, v in outs.items()}
 
 # %% ../nbs/03_pruning.ipynb #733ade44
-@functools.cache
-def _threadpools()->ThreadpoolController: return ThreadpoolController()  # finding the BLAS libraries is slow: once
-
-@contextlib.contextmanager
-def _one_thread():
-    "One thread for torch (intra-op pool, MKL) and for NumPy/scikit-learn (BLAS, OpenMP): a fixed reduction order."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with _threadpools().limit(limits=1): yield
-    finally: torch.set_num_threads(n)
-
 def _node_rows(y:torch.Tensor, n:int, name:str="y")->torch.Tensor:
     "Row i: node i's activations over the batch, the point node i is clustered as."
     y = _check_tensor(y, name, "a stage output")
@@ -237,7 +224,7 @@ def node_gram(y:torch.Tensor, # a stage output, (N, n, ...) or (N, n*r) after `F
 
 def _gram(X:torch.Tensor)->tuple:
     X = X.double()
-    with _one_thread(): return X @ X.T, X.mean(1), X.shape[1]
+    with one_thread(): return X @ X.T, X.mean(1), X.shape[1]
 
 def first_equal_row(X:torch.Tensor, # (n, D) one row per point
                    )->np.ndarray:   # (n,) index of the first row exactly equal to each row (itself if none)
@@ -263,7 +250,7 @@ def gram_embedding(G:torch.Tensor, # Gram matrix of n points
         raise ValueError(f"G: expected a finite square Gram matrix (n, n) from `node_gram`, got shape {tuple(G.shape)}")
     G = G.double().cpu().numpy()
     Gc = G - G.mean(0) - G.mean(1)[:, None] + G.mean()         # J G J, J = I - 11^T/n
-    with _one_thread(): lam, V = np.linalg.eigh(Gc)
+    with one_thread(): lam, V = np.linalg.eigh(Gc)
     lam = np.where(lam > len(lam)*np.finfo(float).eps*max(lam.max(initial=0), 0), lam, 0)   # rounding noise, not spread
     return V * np.sqrt(lam)
 
@@ -294,7 +281,7 @@ def cluster_nodes(Z:np.ndarray,           # (n, d) one point per node
         raise ValueError(f"Z: expected finite points, shape (n, d) with n >= 1, got shape {Z.shape}")
     k = check_int(k, "k", 1)
     if k > len(Z): raise ValueError(f"k: expected at most one cluster per point (n = {len(Z)}), got {k}")
-    with _one_thread(), warnings.catch_warnings():
+    with one_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than k: handled by the keep step
         algo = KMeans(k, random_state=seed) if clustering == "kmeans" else AgglomerativeClustering(k, linkage="ward")
         labels = algo.fit_predict(Z)
@@ -716,17 +703,7 @@ def compute_masks(model:nn.Module,      # trained network (left untouched), prun
     return _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options, groups)[1]
 
 # %% ../nbs/03_pruning.ipynb #1a54eec6
-def copy_model(model:nn.Module, # pruned or not, possibly after a forward pass with gradients
-              )->nn.Module:     # an independent deep copy
-    "`copy.deepcopy` that also works on a pruned model after a forward pass with gradients."
-    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    memo = {}
-    for mod in model.modules():
-        for hook in mod._forward_pre_hooks.values():
-            t = getattr(mod, getattr(hook, "_tensor_name", ""), None)
-            if isinstance(hook, torch_prune.BasePruningMethod) and isinstance(t, torch.Tensor) and not t.is_leaf:
-                memo[id(t)] = t.detach().clone()     # the masked tensor; its hook recomputes it on the next forward
-    return copy.deepcopy(model, memo)
+_all_ = ["copy_model"]  # defined in `graph` (the one copy of a model); importable from here as before
 
 def _maskable(model:nn.Module)->dict:
     "{name: module} of the prunable layers, then of every other module with a weight or bias tensor (a BatchNorm)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01b_channels.ipynb #b7a34d45
 from __future__ import annotations
-import copy, warnings
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 import torch_pruning as tp
 
-from .graph import PRUNABLE  # the one tuple of prunable layers: node methods prune their output channels
+from .graph import PRUNABLE, copy_model  # the one tuple of prunable layers: node methods prune their output channels
 
 # %% auto #0
 __all__ = ['NORMS', 'Member', 'ChannelGroup', 'channel_slices', 'zero_channels', 'channel_groups']
@@ -59,13 +59,7 @@ def zero_channels(t:torch.Tensor, # a parameter's mask (changed in place)
 # %% ../nbs/01b_channels.ipynb #dc7b4a40
 def _structure(model:nn.Module)->nn.Module:
     "A CPU copy of `model` in eval mode, prune reparametrisations removed (plain `weight` Parameters), grads on."
-    memo = {}
-    for mod in model.modules():
-        for hook in mod._forward_pre_hooks.values():
-            t = getattr(mod, getattr(hook, "_tensor_name", ""), None)
-            if isinstance(hook, torch_prune.BasePruningMethod) and isinstance(t, torch.Tensor) and not t.is_leaf:
-                memo[id(t)] = t.detach().clone()      # masked tensor after a forward pass with gradients
-    net = copy.deepcopy(model, memo)
+    net = copy_model(model)                       # a pruned model after a forward pass with gradients, too
     for mod in net.modules():
         for hook in [h for h in mod._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]:
             torch_prune.remove(mod, hook._tensor_name)

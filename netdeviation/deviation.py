@@ -20,17 +20,18 @@ from tqdm.auto import tqdm
 
 from .checks import check_choice, check_device, check_float, check_images, check_int
 from .graph import (MODULE_RULES, PRUNABLE, Stage, call, check_model, combine, eval_mode, gain, is_chain, lanczos_max,
-                                stages, start_vectors, trace)
+                                one_thread, stages, start_vectors, trace)
 from .graph import change as op_change
 from .graph import effective
+from .paper import AMOUNTS
 from .pruning import METHODS, apply_masks, compute_masks, copy_model
 from torch.nn.utils import prune as torch_prune
 
 # %% auto #0
-__all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'AMOUNTS', 'D_GRID', 'SWEEP_GROUP', 'lipschitz', 'slopes', 'operator_norm',
+__all__ = ['NORMS', 'REDUCES', 'COMBINES', 'SIGNS', 'D_GRID', 'SWEEP_GROUP', 'lipschitz', 'slopes', 'operator_norm',
            'jacobian_norms', 'Activations', 'original_activations', 'pruned_weights', 'Deviation', 'GraphActivations',
            'graph_activations', 'propagate', 'recalibrate_batchnorm', 'deviation', 'net_deviation', 'grid_scales',
-           'grid_net_deviation', 'deviation_sweep', 'plot_sweep']
+           'grid_net_deviation', 'deviation_sweep', 'plot_sweep', 'AMOUNTS']
 
 # %% ../nbs/04_deviation.ipynb #e102331d
 _CHAIN_KINDS = ("pointwise", "shape", "maxpool")   # what a chain's $f$ may hold (Dropout aside: a graph op)
@@ -93,11 +94,6 @@ def _linear_map(layer:nn.Module, weight:torch.Tensor, shape:tuple)->tuple:
     _, vjp = torch.func.vjp(A, torch.zeros(shape, dtype=weight.dtype, device=weight.device))
     return A, lambda u: vjp(u)[0]
 
-class _one_thread:
-    "Run tiny tensor work on one thread: on single samples thread start-up costs more than it saves."
-    def __enter__(self): self.n = torch.get_num_threads(); torch.set_num_threads(1)
-    def __exit__(self, *exc): torch.set_num_threads(self.n)
-
 def _check_layer(layer, name:str="layer"):
     if not isinstance(layer, PRUNABLE): raise TypeError(f"{name}: expected an nn.Linear, nn.Conv1d or nn.Conv2d, got {type(layer).__name__}")
 
@@ -124,7 +120,7 @@ def operator_norm(layer:nn.Module,          # an `nn.Linear` or `nn.Conv2d`
     input_shape = _check_shape(input_shape)
     if weight is not None: _check_weight(layer, weight)
     w = (layer.weight if weight is None else weight).detach().to(device, torch.float64)
-    with _one_thread():
+    with one_thread(libraries=False):  # tiny work: thread start-up costs more than it saves
         if isinstance(layer, nn.Linear): return torch.linalg.matrix_norm(w, 2).item()
         A, At = _linear_map(layer, w, (1, *input_shape))
         return lanczos_max(lambda v: At(A(v)), start_vectors((1, *input_shape), torch.float64, device), tol, 300).sqrt().item()
@@ -676,7 +672,7 @@ def net_deviation(dev,              # dev = LHS - bound (eq. 3.12) of one method
     return (dev if sign == "raw" else np.abs(dev))/top if top > 0 else np.zeros_like(dev)  # eq. 3.13
 
 # %% ../nbs/04_deviation.ipynb #faca1bf0
-AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the paper's grid (Figs 3.1-3.3)
+_all_ = ["AMOUNTS"]  # the paper's grid (Figs 3.1-3.3), defined in `paper`; importable from here as before
 D_GRID = AMOUNTS  # the common grid of `D_grid`: every sweep normalises by max |dev| over these amounts
 SWEEP_GROUP = ("model", "method", "seed")  # one sweep of amounts: the rows `D` and `D_grid` normalise together
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_graph.ipynb #c90c098c
 from __future__ import annotations
-import hashlib, inspect, itertools, math, numbers, operator, weakref
+import copy, functools, hashlib, inspect, itertools, math, numbers, operator, weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,6 +12,8 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import prune as torch_prune
+from threadpoolctl import ThreadpoolController
 
 from .checks import check_float, check_int
 
@@ -20,7 +22,7 @@ __all__ = ['PRUNABLE', 'GELU_LIP', 'GELU_TANH_LIP', 'SILU_LIP', 'WEIGHTED', 'AFF
            'META', 'MODULE_RULES', 'FUNCTION_RULES', 'METHOD_RULES', 'MODEL_DTYPES', 'UnsupportedOperation',
            'max_slope', 'Rule', 'register', 'Graph', 'call', 'Op', 'trace', 'follow_inplace', 'lanczos_max',
            'start_vectors', 'linear_norm', 'window_count', 'gain', 'combine', 'effective', 'change', 'eval_mode',
-           'check_model', 'Stage', 'stages', 'is_chain', 'prunable_layers']
+           'copy_model', 'one_thread', 'check_model', 'Stage', 'stages', 'is_chain', 'prunable_layers']
 
 # %% ../nbs/01a_graph.ipynb #6e7c10fb
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # the layers whose weights are pruned
@@ -503,6 +505,35 @@ def eval_mode(*models:nn.Module, # the networks to switch
     try: yield models[0] if len(models) == 1 else models
     finally:
         for m, training in modes: m.training = training
+
+# %% ../nbs/01a_graph.ipynb #b9d4106f
+def copy_model(model:nn.Module, # pruned or not, possibly after a forward pass with gradients
+              )->nn.Module:     # an independent deep copy
+    "`copy.deepcopy` that also works on a pruned model after a forward pass with gradients."
+    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+    memo = {}
+    for mod in model.modules():
+        for hook in mod._forward_pre_hooks.values():
+            t = getattr(mod, getattr(hook, "_tensor_name", ""), None)
+            if isinstance(hook, torch_prune.BasePruningMethod) and isinstance(t, torch.Tensor) and not t.is_leaf:
+                memo[id(t)] = t.detach().clone()     # the masked tensor; its hook recomputes it on the next forward
+    return copy.deepcopy(model, memo)
+
+# %% ../nbs/01a_graph.ipynb #6eb81aca
+@functools.cache
+def _threadpools()->ThreadpoolController: return ThreadpoolController()  # finding the BLAS libraries is slow: once
+
+@contextmanager
+def one_thread(libraries:bool=True, # also limit NumPy's and scikit-learn's BLAS/OpenMP pools to one thread
+              ):
+    "Run the `with` block on one torch thread (intra-op pool; MKL) and, with `libraries`, one BLAS/OpenMP thread; restore them after."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if libraries:
+            with _threadpools().limit(limits=1): yield
+        else: yield
+    finally: torch.set_num_threads(n)
 
 # %% ../nbs/01a_graph.ipynb #35ffde2d
 MODEL_DTYPES = (torch.float32, torch.float64)   # the weight dtypes pruning and deviation support

@@ -4,7 +4,9 @@
 
 # %% ../nbs/03_pruning.ipynb #8bfc5625
 from __future__ import annotations
-import contextlib, copy, functools, numbers, warnings
+import numbers, warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -13,24 +15,23 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from .checks import check_choice, check_device, check_images, check_int
-from .graph import Stage, check_model, effective, is_chain, stages, prunable_layers
+from .graph import Stage, check_model, copy_model, effective, is_chain, one_thread, stages, prunable_layers
 from .channels import NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
 
 # %% auto #0
-__all__ = ['METHODS', 'CONNECTION_METHODS', 'NODE_METHODS', 'SCOPES', 'CLUSTERED_OPTIONS', 'n_pruned', 'magnitude_mask',
-           'random_mask', 'node_weight_norm', 'node_masks', 'keep_highest', 'stage_outputs', 'node_gram',
-           'first_equal_row', 'gram_embedding', 'node_points', 'cluster_nodes', 'keep_one_per_cluster', 'keep_scores',
-           'merge_nodes', 'connection_masks', 'node_plan', 'group_weight_norm', 'group_masks', 'group_outputs',
-           'group_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks', 'prune', 'sparsity_report']
+__all__ = ['SCOPES', 'CLUSTERED_OPTIONS', 'PRUNING_METHODS', 'METHOD_KINDS', 'METHODS', 'CONNECTION_METHODS', 'NODE_METHODS',
+           'n_pruned', 'magnitude_mask', 'random_mask', 'node_weight_norm', 'node_masks', 'keep_highest',
+           'stage_outputs', 'node_gram', 'first_equal_row', 'gram_embedding', 'node_points', 'cluster_nodes',
+           'keep_one_per_cluster', 'keep_scores', 'merge_nodes', 'PruningMethod', 'ConnectionMethod', 'Nodes',
+           'NodeMethod', 'RandomConnections', 'MagnitudeConnections', 'RandomNodes', 'MagnitudeNodes', 'Clustered',
+           'register_method', 'get_method', 'method_kind', 'connection_masks', 'node_plan', 'group_weight_norm',
+           'group_masks', 'group_outputs', 'group_plan', 'get_masks', 'compute_masks', 'apply_masks', 'prune',
+           'sparsity_report', 'copy_model']
 
 # %% ../nbs/03_pruning.ipynb #aa4728a9
-METHODS = ("random", "magnitude", "random_node", "magnitude_node", "clustered")
-CONNECTION_METHODS = ("random", "magnitude")
-NODE_METHODS = ("random_node", "magnitude_node", "clustered")
 SCOPES = ("layer", "global")
 CLUSTERED_OPTIONS = {"clustering": ("kmeans", "ward"),                        # first value is the default
                      "keep": ("random", "centre", "weight_norm", "bias"),
@@ -209,18 +210,6 @@ def stage_outputs(model:nn.Sequential, # original (unpruned or pruned) network
     return {k: torch.cat(v) for k, v in outs.items()}
 
 # %% ../nbs/03_pruning.ipynb #733ade44
-@functools.cache
-def _threadpools()->ThreadpoolController: return ThreadpoolController()  # finding the BLAS libraries is slow: once
-
-@contextlib.contextmanager
-def _one_thread():
-    "One thread for torch (intra-op pool, MKL) and for NumPy/scikit-learn (BLAS, OpenMP): a fixed reduction order."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with _threadpools().limit(limits=1): yield
-    finally: torch.set_num_threads(n)
-
 def _node_rows(y:torch.Tensor, n:int, name:str="y")->torch.Tensor:
     "Row i: node i's activations over the batch, the point node i is clustered as."
     y = _check_tensor(y, name, "a stage output")
@@ -237,7 +226,7 @@ def node_gram(y:torch.Tensor, # a stage output, (N, n, ...) or (N, n*r) after `F
 
 def _gram(X:torch.Tensor)->tuple:
     X = X.double()
-    with _one_thread(): return X @ X.T, X.mean(1), X.shape[1]
+    with one_thread(): return X @ X.T, X.mean(1), X.shape[1]
 
 def first_equal_row(X:torch.Tensor, # (n, D) one row per point
                    )->np.ndarray:   # (n,) index of the first row exactly equal to each row (itself if none)
@@ -263,7 +252,7 @@ def gram_embedding(G:torch.Tensor, # Gram matrix of n points
         raise ValueError(f"G: expected a finite square Gram matrix (n, n) from `node_gram`, got shape {tuple(G.shape)}")
     G = G.double().cpu().numpy()
     Gc = G - G.mean(0) - G.mean(1)[:, None] + G.mean()         # J G J, J = I - 11^T/n
-    with _one_thread(): lam, V = np.linalg.eigh(Gc)
+    with one_thread(): lam, V = np.linalg.eigh(Gc)
     lam = np.where(lam > len(lam)*np.finfo(float).eps*max(lam.max(initial=0), 0), lam, 0)   # rounding noise, not spread
     return V * np.sqrt(lam)
 
@@ -294,7 +283,7 @@ def cluster_nodes(Z:np.ndarray,           # (n, d) one point per node
         raise ValueError(f"Z: expected finite points, shape (n, d) with n >= 1, got shape {Z.shape}")
     k = check_int(k, "k", 1)
     if k > len(Z): raise ValueError(f"k: expected at most one cluster per point (n = {len(Z)}), got {k}")
-    with _one_thread(), warnings.catch_warnings():
+    with one_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than k: handled by the keep step
         algo = KMeans(k, random_state=seed) if clustering == "kmeans" else AgglomerativeClustering(k, linkage="ward")
         labels = algo.fit_predict(Z)
@@ -368,13 +357,146 @@ def merge_nodes(stage:Stage,         # the hidden stage being pruned
     if bias is not None: bias.add_((w_u.sum(2) * beta.to(w.device)).sum(1).to(bias.dtype))       # b_k += β Σ w_uk (corrected)
     w.index_add_(1, s.to(w.device), (w_u * alpha.to(w.device)[None, :, None]).to(w.dtype))        # w_sk += α w_uk
 
-# %% ../nbs/03_pruning.ipynb #8086fdf9
-def _check_options(method:str, options:dict)->dict:
-    allowed = CLUSTERED_OPTIONS if method == "clustered" else {}
-    bad = sorted(set(options) - set(allowed))
-    if bad: raise ValueError(f"options: method {method!r} accepts {sorted(allowed) or 'no options'}, got {bad}")
-    return {k: check_choice(options.get(k, v[0]), k, v) for k, v in allowed.items()}
+# %% ../nbs/03_pruning.ipynb #fec97959
+class PruningMethod:
+    "A pruning method: what it prunes (`kind`), what can be chosen (`options`), and `compute_mask`. Subclass `ConnectionMethod` or `NodeMethod`."
+    name:str = ""             # the string that selects it: `prune(model, name, amount)`
+    kind:str = ""             # 'connection' (single weights) or 'node' (nodes / channels with their in and out weights)
+    options:dict = {}         # {option: allowed values}, the first the default
+    needs_data:bool = False   # node methods: `compute_mask` needs the pruning images' activations (`Nodes.activations`)
 
+    def __init__(self, **options):
+        bad = sorted(set(options) - set(self.options))
+        if bad: raise ValueError(f"options: method {self.name!r} accepts {sorted(self.options) or 'no options'}, got {bad}")
+        self.settings = {k: check_choice(options.get(k, v[0]), k, v) for k, v in self.options.items()}
+
+    def compute_mask(self, *args, **kwargs): raise NotImplementedError(f"{type(self).__name__}.compute_mask")
+    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"
+
+# %% ../nbs/03_pruning.ipynb #b52dee98
+class ConnectionMethod(PruningMethod):
+    "A method that prunes single weights: `compute_mask(w, amount, default_mask, generator)` -> 0/1 mask of `w`'s shape."
+    kind = "connection"
+    def compute_mask(self,
+                     w:torch.Tensor,             # weights of one layer (or, scope 'global', of all selected layers, flat)
+                     amount:float,               # fraction of the unpruned entries to prune
+                     default_mask:torch.Tensor,  # 0/1 mask of the entries already pruned (0)
+                     generator:torch.Generator,  # CPU generator of this tensor's random stream
+                    )->torch.Tensor:             # 0/1 mask of `w`'s shape and dtype, within `default_mask`
+        raise NotImplementedError(f"{type(self).__name__}.compute_mask")
+
+# %% ../nbs/03_pruning.ipynb #640f035a
+@dataclass
+class Nodes:
+    "The nodes a node method prunes together: a hidden layer of a chain, or a coupled channel group of any network."
+    name:str                   # the layer's (or group's) name
+    n:int                      # its nodes (channels)
+    remaining:torch.Tensor     # bool (n,), True = not pruned yet; on the device masks are computed on
+    weight_norm:Callable       # () -> (n,) L1 norm of each node's incoming and outgoing weights (eq. 4.12)
+    rule_scores:Callable       # (rule, dist, generator) -> (n,) keep scores of `keep_scores`' rules
+    activations:torch.Tensor|None = None  # (N, n, ...) its outputs on the pruning images (methods with `needs_data`)
+
+    @property
+    def device(self)->torch.device: return self.remaining.device
+
+# %% ../nbs/03_pruning.ipynb #3dd40471
+class NodeMethod(PruningMethod):
+    "A method that prunes whole nodes: keep all but the `round(amount*n)` remaining nodes of lowest `scores` (or override `compute_mask`)."
+    kind = "node"
+    def scores(self,
+               nodes:Nodes,                # the nodes of one hidden layer or channel group
+               generator:torch.Generator,  # CPU generator of this layer's random stream
+              )->torch.Tensor:             # one score per node; the lowest are pruned
+        raise NotImplementedError(f"{type(self).__name__}.scores")
+
+    def compute_mask(self,
+                     nodes:Nodes,                # the nodes of one hidden layer or channel group
+                     amount:float,               # fraction of the remaining nodes to prune
+                     generator:torch.Generator,  # CPU generator of this layer's random stream
+                     seed:int,                   # the user's seed (e.g. k-means' `random_state`)
+                    ):                           # bool (n,) True = kept, or a dict with 'keep' and what the plan carries
+        return keep_highest(self.scores(nodes, generator), amount, nodes.remaining)
+
+# %% ../nbs/03_pruning.ipynb #b34b8ee5
+class RandomConnections(ConnectionMethod):
+    "Random connection pruning (`random_mask`)."
+    name = "random"
+    def compute_mask(self, w, amount, default_mask, generator): return random_mask(w, amount, generator, default_mask)
+
+class MagnitudeConnections(ConnectionMethod):
+    "Weight-magnitude connection pruning: the smallest |w| go (`magnitude_mask`, torch's `l1_unstructured`)."
+    name = "magnitude"
+    def compute_mask(self, w, amount, default_mask, generator): return magnitude_mask(w, amount, default_mask)
+
+class RandomNodes(NodeMethod):
+    "Random node pruning: a uniform random score per node."
+    name = "random_node"
+    def scores(self, nodes, generator): return torch.rand(nodes.n, generator=generator).to(nodes.device)
+
+class MagnitudeNodes(NodeMethod):
+    "Magnitude node pruning: the nodes of smallest incoming plus outgoing L1 weight norm go (eq. 4.12)."
+    name = "magnitude_node"
+    def scores(self, nodes, generator): return nodes.weight_norm()                   # eq. 4.12
+
+# %% ../nbs/03_pruning.ipynb #456f48ae
+class Clustered(NodeMethod):
+    "Clustered pruning: cluster the remaining nodes by their activations, keep one per cluster (by the `keep` rule), top up."
+    name, needs_data, options = "clustered", True, CLUSTERED_OPTIONS
+    def compute_mask(self, nodes, amount, generator, seed):
+        n_prune = n_pruned(int(nodes.remaining.sum()), amount)
+        if not n_prune: return nodes.remaining.clone()
+        keep = self.settings["keep"]
+        return _cluster_keep(nodes.activations, nodes.n, nodes.remaining, n_prune, self.settings["clustering"], seed,
+                             lambda dist: nodes.rule_scores(keep, dist, generator))
+
+# %% ../nbs/03_pruning.ipynb #639ad186
+PRUNING_METHODS = {}  # name -> `PruningMethod` subclass: every method `prune` and `compute_masks` know
+METHOD_KINDS = ("connection", "node")
+
+def register_method(cls:type,           # a subclass of `ConnectionMethod` or `NodeMethod` with a `name`
+                    replace:bool=False, # allow replacing a method already registered under that name
+                   )->type:             # `cls`, so this works as a class decorator
+    "Add a pruning method class to `PRUNING_METHODS` under `cls.name`."
+    if not (isinstance(cls, type) and issubclass(cls, PruningMethod)) or cls.kind not in METHOD_KINDS:
+        raise TypeError(f"cls: expected a subclass of ConnectionMethod or NodeMethod, got {cls!r}")
+    if not isinstance(cls.name, str) or not cls.name.isidentifier():
+        raise ValueError(f"cls: needs a `name`, a short identifier such as 'mean_activation', got {cls.name!r}")
+    if cls.name in PRUNING_METHODS and not replace:
+        raise ValueError(f"cls: a method named {cls.name!r} is registered ({PRUNING_METHODS[cls.name].__name__}); pass replace=True")
+    PRUNING_METHODS[cls.name] = cls
+    return cls
+
+# %% ../nbs/03_pruning.ipynb #b418b879
+def get_method(method,     # a name in `PRUNING_METHODS`, or a `PruningMethod` object (then no options)
+               **options,  # the method's options, e.g. clustering='ward', keep='centre' for 'clustered'
+              )->PruningMethod:
+    "The method object of `method` with `options` (checked: name, option names and values)."
+    if isinstance(method, PruningMethod):
+        if options: raise ValueError(f"options: give them to the method object {method!r}, not beside it; got {sorted(options)}")
+        return method
+    return PRUNING_METHODS[check_choice(method, "method", tuple(PRUNING_METHODS))](**options)
+
+def method_kind(method, # a name in `PRUNING_METHODS`, a `PruningMethod` object or class
+               )->str:  # 'connection' or 'node'
+    "Whether `method` prunes connections (single weights) or nodes (whole nodes or channels)."
+    if isinstance(method, type) and issubclass(method, PruningMethod) or isinstance(method, PruningMethod): return method.kind
+    return PRUNING_METHODS[check_choice(method, "method", tuple(PRUNING_METHODS))].kind
+
+def _method(method, kind:str|None=None, options:dict|None=None)->PruningMethod:
+    "`get_method`, checked to be of `kind` (the error lists the registered methods of that kind)."
+    if kind is not None and not isinstance(method, PruningMethod):
+        check_choice(method, "method", tuple(n for n, c in PRUNING_METHODS.items() if c.kind == kind))
+    m = get_method(method, **(options or {}))
+    if kind is not None and m.kind != kind: raise ValueError(f"method: expected a {kind} method, got {m!r}")
+    return m
+
+# %% ../nbs/03_pruning.ipynb #c5e7f0ad
+for _cls in (RandomConnections, MagnitudeConnections, RandomNodes, MagnitudeNodes, Clustered): register_method(_cls)
+METHODS = tuple(PRUNING_METHODS)  # the paper's five: ("random", "magnitude", "random_node", "magnitude_node", "clustered")
+CONNECTION_METHODS = tuple(n for n in METHODS if method_kind(n) == "connection")
+NODE_METHODS = tuple(n for n in METHODS if method_kind(n) == "node")
+
+# %% ../nbs/03_pruning.ipynb #8086fdf9
 def _selected(st:list[Stage], layers, node:bool)->list[Stage]:
     pool = [s for s in st if s.hidden] if node else st
     if node and not pool: raise ValueError("model: has no hidden layer, so no nodes to prune")
@@ -389,8 +511,8 @@ def _selected(st:list[Stage], layers, node:bool)->list[Stage]:
     if bad: raise ValueError(f"layers: expected {want}, got {bad}")
     return [s for s in pool if s.name in layers]
 
-def _check_data(model:nn.Module, data)->torch.Tensor:
-    if data is None: raise ValueError("data: clustered pruning needs the pruning images, e.g. `load_mnist().pruning_data[0]`")
+def _check_data(model:nn.Module, data, method:str="clustered")->torch.Tensor:
+    if data is None: raise ValueError(f"data: {method} pruning needs the pruning images, e.g. `load_mnist().pruning_data[0]`")
     return _check_batch(model, data, "data")
 
 def _check_activations(activations:dict, st:list[Stage])->dict:
@@ -408,20 +530,19 @@ def _remaining_weights(s:Stage)->torch.Tensor|None:
     return getattr(s.layer, "weight_mask", None)
 
 def connection_masks(st:list[Stage], # stages of the network (`stages(model)[1]`)
-                     method:str,     # 'random' or 'magnitude'
+                     method,         # a connection method: 'random', 'magnitude' (a name in `PRUNING_METHODS`) or its object
                      amount:float,   # fraction of the unpruned weights to prune, per layer or over all selected layers
                      scope:str,      # 'layer' or 'global'
                      seed:int,       # seeds the random masks
                      selected:list[Stage], # the stages whose weights are pruned
                     )->dict:         # {layer: weight mask} for the selected layers
     "Weight masks of a connection method, layer by layer or with one global ranking, among the weights not pruned yet."
-    check_choice(method, "method", CONNECTION_METHODS); check_choice(scope, "scope", SCOPES)
+    meth = _method(method, "connection"); check_choice(scope, "scope", SCOPES)
     amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
     pos = {s.name: i for i, s in enumerate(st)}
     ws = {s.name: effective(s.layer) for s in selected}
     old = {s.name: (m if (m := _remaining_weights(s)) is not None else torch.ones_like(ws[s.name])).to(ws[s.name]) for s in selected}
-    def one(w, old, *stream):
-        return magnitude_mask(w, amount, old) if method == "magnitude" else random_mask(w, amount, _generator(seed, *stream), old)
+    def one(w, old, *stream): return meth.compute_mask(w, amount, old, _generator(seed, *stream))
     if scope == "layer":
         for n, w in ws.items(): _check_count(int(old[n].sum()), amount, f"unpruned weights of {n!r}")
         return {n: one(w, old[n], pos[n]) for n, w in ws.items()}
@@ -442,13 +563,8 @@ def _cluster_keep(y:torch.Tensor, n:int, remaining:torch.Tensor, n_prune:int, cl
     full_labels = np.full(n, -1); full_labels[r] = labels
     return {"keep": torch.as_tensor(kept), "labels": full_labels, "G": G, "m": m, "D": D}
 
-def _cluster_layer(s:Stage, nxt:Stage, y:torch.Tensor, remaining:torch.Tensor, n_prune:int, clustering:str, keep:str,
-                   seed:int, g)->dict:
-    "Clustered pruning of one layer: cluster the nodes not pruned yet, keep one per cluster (and top up)."
-    return _cluster_keep(y, s.n_out, remaining, n_prune, clustering, seed, lambda dist: keep_scores(keep, s, nxt, dist, g))
-
 def node_plan(net:nn.Sequential,      # the network, on `device`
-              method:str,              # 'random_node', 'magnitude_node' or 'clustered'
+              method,                  # a node method: 'random_node', 'magnitude_node', 'clustered' (a name in `PRUNING_METHODS`) or its object
               amount:float,            # fraction of the unpruned nodes to prune in each selected layer
               selected:list[Stage],    # the hidden stages whose nodes are pruned
               seed:int,                # seeds random scores and k-means
@@ -460,7 +576,7 @@ def node_plan(net:nn.Sequential,      # the network, on `device`
               progress:bool=False,     # progress bar over layers
              )->dict:                  # {layer: {'keep': bool tensor, and for 'clustered' labels, G, m, D}}
     "Which nodes each selected hidden layer keeps under a node method (nodes pruned before stay pruned)."
-    check_choice(method, "method", NODE_METHODS); amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
+    m = _node_method(method, clustering, keep); amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
     check_choice(clustering, "clustering", CLUSTERED_OPTIONS["clustering"]); check_choice(keep, "keep", CLUSTERED_OPTIONS["keep"])
     device = check_device(device)
     st = stages(net)[1]
@@ -468,19 +584,32 @@ def node_plan(net:nn.Sequential,      # the network, on `device`
     pos, nxt = {s.name: i for i, s in enumerate(st)}, {s.name: t for s, t in zip(st, st[1:])}
     left = {s.name: _remaining_nodes(s).to(device) for s in selected}
     counts = {s.name: _check_count(int(left[s.name].sum()), amount, f"unpruned nodes of {s.name!r}") for s in selected}
-    if method == "clustered" and any(counts.values()):
+    acts = None
+    if m.needs_data and any(counts.values()):
         acts = (_check_activations(activations, selected) if activations is not None
-                else stage_outputs(net, _check_data(net, data), device))
+                else stage_outputs(net, _check_data(net, data, m.name), device))
     plan = {}
-    for s in tqdm(selected, desc=method, disable=not progress, leave=False):
-        g = _generator(seed, pos[s.name])
-        if method == "clustered" and counts[s.name]:
-            plan[s.name] = _cluster_layer(s, nxt[s.name], acts[s.name].to(device), left[s.name], counts[s.name],
-                                          clustering, keep, seed, g)
-        else:
-            scores = (node_weight_norm(s, nxt[s.name]) if method == "magnitude_node"      # eq. 4.12
-                      else torch.rand(s.n_out, generator=g).to(device))
-            plan[s.name] = {"keep": keep_highest(scores, amount, left[s.name])}
+    for s in tqdm(selected, desc=m.name, disable=not progress, leave=False):
+        nodes = Nodes(s.name, s.n_out, left[s.name], lambda s=s: node_weight_norm(s, nxt[s.name]),
+                      lambda rule, dist, g, s=s: keep_scores(rule, s, nxt[s.name], dist, g),
+                      None if acts is None else acts[s.name].to(device))
+        plan[s.name] = _as_plan(m.compute_mask(nodes, amount, _generator(seed, pos[s.name]), seed), s.n_out, m)
+    return plan
+
+def _node_method(method, clustering:str, keep:str)->PruningMethod:
+    "`method` as a node method object; a name gets `clustering` and `keep` when it has those options."
+    if isinstance(method, PruningMethod): return _method(method, "node")
+    opts = {"clustering": clustering, "keep": keep}
+    cls = PRUNING_METHODS.get(method) if isinstance(method, str) else None
+    return _method(method, "node", {k: v for k, v in opts.items() if cls is not None and k in cls.options})
+
+def _as_plan(out, n:int, m:PruningMethod)->dict:
+    "A node method's answer as a plan entry {'keep': bool (n,), ...}, checked."
+    plan = out if isinstance(out, dict) else {"keep": out}
+    k = plan.get("keep")
+    if not isinstance(k, torch.Tensor) or k.dtype != torch.bool or k.shape != (n,):
+        raise ValueError(f"method: {m!r}.compute_mask must return a bool tensor of shape ({n},) (True = kept), got "
+                         f"{getattr(k, 'dtype', type(k).__name__)} {tuple(getattr(k, 'shape', ()))}")
     return plan
 
 # %% ../nbs/03_pruning.ipynb #e29f786e
@@ -585,7 +714,7 @@ def _check_group_activations(activations:dict, selected:list)->dict:
 
 def group_plan(net:nn.Module,          # the network, on `device`
                groups:list,             # its `channel_groups`
-               method:str,              # 'random_node', 'magnitude_node' or 'clustered'
+               method,                  # a node method: 'random_node', 'magnitude_node', 'clustered' (a name in `PRUNING_METHODS`) or its object
                amount:float,            # fraction of the unpruned channels to prune in each selected group
                selected:list,           # the groups whose channels are pruned
                seed:int,                # seeds random scores and k-means
@@ -597,24 +726,22 @@ def group_plan(net:nn.Module,          # the network, on `device`
                progress:bool=False,     # progress bar over groups
               )->dict:                  # {group: {'keep': bool tensor, and for 'clustered' labels, G, m, D}}
     "Which channels each selected group keeps under a node method (`node_plan` for any network; pruned channels stay pruned)."
-    check_choice(method, "method", NODE_METHODS); amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
+    m = _node_method(method, clustering, keep); amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
     check_choice(clustering, "clustering", CLUSTERED_OPTIONS["clustering"]); check_choice(keep, "keep", CLUSTERED_OPTIONS["keep"])
     device = check_device(device)
     pos = {n: i for i, (n, _) in enumerate(_layers(net))}
     left = {g.name: _remaining_channels(net, g, device) for g in selected}
     counts = {g.name: _check_count(int(left[g.name].sum()), amount, f"unpruned channels of group {g.name!r}") for g in selected}
-    if method == "clustered" and any(counts.values()):
+    acts = None
+    if m.needs_data and any(counts.values()):
         acts = (_check_group_activations(activations, selected) if activations is not None
-                else group_outputs(net, _check_data(net, data), selected, device))
+                else group_outputs(net, _check_data(net, data, m.name), selected, device))
     plan = {}
-    for g in tqdm(selected, desc=method, disable=not progress, leave=False):
-        gen = _generator(seed, pos[g.name])
-        if method == "clustered" and counts[g.name]:
-            plan[g.name] = _cluster_keep(acts[g.name].to(device), g.n, left[g.name], counts[g.name], clustering, seed,
-                                         lambda dist, g=g: _group_scores(keep, net, g, dist, gen))
-        else:
-            scores = (group_weight_norm(net, g) if method == "magnitude_node" else torch.rand(g.n, generator=gen).to(device))
-            plan[g.name] = {"keep": keep_highest(scores, amount, left[g.name])}
+    for g in tqdm(selected, desc=m.name, disable=not progress, leave=False):
+        nodes = Nodes(g.name, g.n, left[g.name], lambda g=g: group_weight_norm(net, g),
+                      lambda rule, dist, gen, g=g: _group_scores(rule, net, g, dist, gen),
+                      None if acts is None else acts[g.name].to(device))
+        plan[g.name] = _as_plan(m.compute_mask(nodes, amount, _generator(seed, pos[g.name]), seed), g.n, m)
     return plan
 
 # %% ../nbs/03_pruning.ipynb #216b1847
@@ -657,49 +784,48 @@ def _stand_in(g:ChannelGroup)->Stage:
     "A hidden `Stage` named like group `g` (for the shared `layers=` checks)."
     return Stage(g.name, None, nn.Sequential(), True)
 
-def _plan_graph(net, method, amount, data, scope, seed, layers, device, activations, progress, opts, groups)->tuple:
+def _plan_graph(net, m, amount, data, scope, seed, layers, device, activations, progress, groups)->tuple:
     "`_plan` for a network that is not a chain: connection methods per prunable layer, node methods per channel group."
     st = [Stage(n, l, nn.Sequential(), False) for n, l in _layers(net)]
     _check_weights(st)
-    if method in CONNECTION_METHODS:
+    if m.kind == "connection":
         masks, plan = _group_ones(net, [], device), None
-        for n, m in connection_masks(st, method, amount, scope, seed, _selected(st, layers, False)).items(): masks[n]["weight"] = m
+        for n, mask in connection_masks(st, m, amount, scope, seed, _selected(st, layers, False)).items(): masks[n]["weight"] = mask
     else:
-        if opts.get("merge"): raise ValueError("merge: the correlation merge folds a node into the next layer of a chain (nn.Sequential); "
+        if m.settings.get("merge"): raise ValueError("merge: the correlation merge folds a node into the next layer of a chain (nn.Sequential); "
                                                "this model is not one: use merge=False")
         groups = _check_groups(net, groups, data)
-        plan = group_plan(net, groups, method, amount, _selected_groups(groups, layers), seed, device, data, activations,
-                          progress=progress, **{k: opts[k] for k in ("clustering", "keep") if k in opts})
+        plan = group_plan(net, groups, m, amount, _selected_groups(groups, layers), seed, device, data, activations, progress=progress)
         masks = group_masks(net, groups, {n: p["keep"] for n, p in plan.items()}, device)
     return masks, plan
 
 def _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options, groups=None)->tuple:
     "Checked arguments, the network on `device`, new masks and (node methods) the node plan."
     chain = _chain(model) if _layers(check_model(model)) else None
-    check_choice(method, "method", METHODS)
-    opts, amount, seed = _check_options(method, options), _check_amount(amount), check_int(seed, "seed", 0)
-    if check_choice(scope, "scope", SCOPES) == "global" and method in NODE_METHODS:
-        raise ValueError(f"scope: 'global' is for the connection methods {list(CONNECTION_METHODS)}; node methods prune each hidden layer by `amount`")
+    m = get_method(method, **options)
+    amount, seed = _check_amount(amount), check_int(seed, "seed", 0)
+    if check_choice(scope, "scope", SCOPES) == "global" and m.kind == "node":
+        connection = [n for n, c in PRUNING_METHODS.items() if c.kind == "connection"]
+        raise ValueError(f"scope: 'global' is for the connection methods {connection}; node methods prune each hidden layer by `amount`")
     if not isinstance(progress, bool): raise TypeError(f"progress: expected True or False, got {progress!r}")
     device = check_device(device)
     net = _on_device(model, device)
-    if chain is None: masks, plan = _plan_graph(net, method, amount, data, scope, seed, layers, device, activations, progress, opts, groups)
+    if chain is None: masks, plan = _plan_graph(net, m, amount, data, scope, seed, layers, device, activations, progress, groups)
     else:
         st = stages(net)[1]
-        selected = _selected(st, layers, method in NODE_METHODS)
+        selected = _selected(st, layers, m.kind == "node")
         _check_weights(st)
         masks, plan = _ones(st, device), None
-        if method in CONNECTION_METHODS:
-            for n, m in connection_masks(st, method, amount, scope, seed, selected).items(): masks[n]["weight"] = m
+        if m.kind == "connection":
+            for n, mask in connection_masks(st, m, amount, scope, seed, selected).items(): masks[n]["weight"] = mask
         else:
-            plan = node_plan(net, method, amount, selected, seed, device, data, activations, progress=progress,
-                             **{k: opts[k] for k in ("clustering", "keep") if k in opts})
+            plan = node_plan(net, m, amount, selected, seed, device, data, activations, progress=progress)
             masks = node_masks(net, {n: p["keep"] for n, p in plan.items()}, device)
     old = get_masks(net)
-    return net, {n: {p: m*old[n][p].to(device) if n in old else m for p, m in d.items()} for n, d in masks.items()}, plan, opts
+    return net, {n: {p: mask*old[n][p].to(device) if n in old else mask for p, mask in d.items()} for n, d in masks.items()}, plan, m.settings
 
 def compute_masks(model:nn.Module,      # trained network (left untouched), pruned or not: a chain or any traceable network
-                  method:str,           # one of `METHODS`
+                  method,               # a name in `PRUNING_METHODS` (the paper's `METHODS` or one registered), or a method object
                   amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer / channel group (node), in [0, 1)
                   data:torch.Tensor|None=None, # pruning images, e.g. `x_val` (needed by 'clustered' unless `activations`)
                   scope:str="layer",    # 'layer' (the paper) or 'global' (connection methods only)
@@ -709,24 +835,14 @@ def compute_masks(model:nn.Module,      # trained network (left untouched), prun
                   activations:dict|None=None, # precomputed `stage_outputs` (chain) or `group_outputs` (other networks) for 'clustered'
                   progress:bool=False,  # show a progress bar over layers (node methods)
                   groups:list|None=None,# precomputed `channel_groups(model, ...)` (node methods on a non-chain); default: traced
-                  **options,            # 'clustered': clustering='kmeans'|'ward', keep='random'|'centre'|'weight_norm'|'bias'
+                  **options,            # the method's options; 'clustered': clustering='kmeans'|'ward', keep='random'|'centre'|'weight_norm'|'bias'
                  )->dict:               # {module: {'weight': 0/1 mask, 'bias': 0/1 mask}}: every prunable layer (and, node methods on a non-chain, the groups' BatchNorms)
     "Pruning masks of `method` at `amount` for every prunable layer of `model` (on a pruned model: within its masks)."
     if options.get("merge"): raise ValueError("merge: the correlation merge changes weights as well as masks; use `prune(..., merge=True)`")
     return _plan(model, method, amount, data, scope, seed, layers, device, activations, progress, options, groups)[1]
 
 # %% ../nbs/03_pruning.ipynb #1a54eec6
-def copy_model(model:nn.Module, # pruned or not, possibly after a forward pass with gradients
-              )->nn.Module:     # an independent deep copy
-    "`copy.deepcopy` that also works on a pruned model after a forward pass with gradients."
-    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    memo = {}
-    for mod in model.modules():
-        for hook in mod._forward_pre_hooks.values():
-            t = getattr(mod, getattr(hook, "_tensor_name", ""), None)
-            if isinstance(hook, torch_prune.BasePruningMethod) and isinstance(t, torch.Tensor) and not t.is_leaf:
-                memo[id(t)] = t.detach().clone()     # the masked tensor; its hook recomputes it on the next forward
-    return copy.deepcopy(model, memo)
+_all_ = ["copy_model"]  # defined in `graph` (the one copy of a model); importable from here as before
 
 def _maskable(model:nn.Module)->dict:
     "{name: module} of the prunable layers, then of every other module with a weight or bias tensor (a BatchNorm)."
@@ -755,7 +871,7 @@ def apply_masks(model:nn.Module, # pruned in place
     return model
 
 def prune(model:nn.Module,      # trained network (a chain or any traceable network); left untouched
-          method:str,           # one of `METHODS`
+          method,               # a name in `PRUNING_METHODS` (the paper's `METHODS` or one registered), or a method object
           amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer / channel group (node), in [0, 1)
           data:torch.Tensor|None=None, # pruning images, e.g. `x_val`: for 'clustered', and for node methods on a non-chain model without `input_shape` (or pass `groups`)
           scope:str="layer",    # 'layer' (the paper) or 'global' (connection methods only)

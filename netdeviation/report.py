@@ -17,7 +17,7 @@ from scipy.stats import bootstrap, pearsonr, rankdata, spearmanr
 from .checks import atomic_write, check_int
 from .deviation import D_GRID, grid_net_deviation
 from .models import MODELS, PAPER_MODELS
-from .paper import FIGURE_OF, HAN_ACC, PAPER_ACC, PAPER_AMOUNTS, PAPER_D
+from .paper import AMOUNTS, FIGURE_OF, HAN_ACC, PAPER_ACC, PAPER_AMOUNTS, PAPER_D, TABLE_AMOUNTS
 from .retraining import as_paper_table
 from .sweeps import (GridSpec, check_executor, check_folder, collect, expand_grid, grid_spec, notebook_params,
                                  problem_runs, run_sweeps)
@@ -68,8 +68,7 @@ def baselines_table(models=PAPER_MODELS, # model names
 
 # %% ../nbs/07b_report.ipynb #1ff5b1f8
 _MODELS2 = ["lenet_300_100", "lenet5"]
-_TABLES = [{"method": ["random"], "amounts": [[0.1, 0.6, 0.9]]},       # Table 3.1: connection pruning
-           {"method": ["random_node"], "amounts": [[0.1, 0.5, 0.9]]}]  # Table 3.2: node pruning
+_TABLES = [{"method": [m], "amounts": [list(a)]} for m, a in TABLE_AMOUNTS.items()]  # Tables 3.1 (connection) and 3.2 (node)
 
 def _tables_grid(models, seeds, extra_methods=(), extra_seeds=(0,)):
     return [{"model": models, "seed": seeds, **g} for g in _TABLES] + (
@@ -85,7 +84,7 @@ PLANS = {
              "retraining": dict(grid=_tables_grid(_MODELS2, [0, 1, 2], ("magnitude", "clustered")), fixed={"max_epochs": 5.0}),
              "net_deviation": dict(grid={"model": _MODELS2, "seed": [0, 1, 2]},
                                    fixed={"methods": _METHODS3 + ["random_node", "magnitude_node"],
-                                          "amounts": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]})},
+                                          "amounts": list(AMOUNTS)})},
 }
 
 # %% ../nbs/07b_report.ipynb #6bc1ed06

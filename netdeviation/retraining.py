@@ -18,13 +18,14 @@ from .bounds import check_pruned, retraining_bounds
 from .data import Data, as_data
 from .checks import check_choice, check_device, check_float, check_int
 from .models import model_name
-from .pruning import CONNECTION_METHODS, METHODS, prune
+from .paper import PAPER_TABLES, TABLE_AMOUNTS
+from .pruning import METHODS, method_kind, prune
 from .training import Baseline, TrainConfig, evaluate, fit, get_config
 
 # %% auto #0
-__all__ = ['RETRAIN_CONFIGS', 'SCHEDULES', 'STOPS', 'CROSSINGS', 'TABLE_AMOUNTS', 'PAPER_TABLES', 'TABLE_COLUMNS',
-           'retrain_config', 'check_steps', 'RecoveryTime', 'smoothed', 'RetrainResult', 'retrain', 'recovery_curve',
-           'retraining_table', 'as_paper_table']
+__all__ = ['RETRAIN_CONFIGS', 'SCHEDULES', 'STOPS', 'CROSSINGS', 'TABLE_COLUMNS', 'retrain_config', 'check_steps', 'RecoveryTime',
+           'smoothed', 'RetrainResult', 'retrain', 'recovery_curve', 'retraining_table', 'as_paper_table',
+           'TABLE_AMOUNTS', 'PAPER_TABLES']
 
 # %% ../nbs/06_retraining.ipynb #897de94e
 RETRAIN_CONFIGS = ("paper", "han", "rewind", "sgd_cosine")
@@ -271,16 +272,7 @@ def recovery_curve(pruned_model:nn.Module,        # pruned network (torch.nn.uti
                    progress=progress, schedule="geometric", stop="cap", rel=rel)
 
 # %% ../nbs/06_retraining.ipynb #adc8f00a
-TABLE_AMOUNTS = {"random": (0.1, 0.6, 0.9), "random_node": (0.1, 0.5, 0.9)}  # Table 3.1 (connection), Table 3.2 (node)
-
-PAPER_TABLES = pd.DataFrame(  # thesis Tables 3.1 / 3.2 and its fitted γ (nbs/the_paper.ipynb#reported-epochs)
-    [("lenet_300_100", "connection", 0.1, 0.24, 2.2, 1e-4), ("lenet_300_100", "connection", 0.6, 1.48, 2.4, 0.2),
-     ("lenet_300_100", "connection", 0.9, 2.26, 2.8, 0.5), ("lenet5", "connection", 0.1, 1.26, 2.3, 3e-5),
-     ("lenet5", "connection", 0.6, 2.783, 2.8, 1e-6), ("lenet5", "connection", 0.9, 1.62, 2.9, 1e-5),
-     ("lenet_300_100", "node", 0.1, 0.23, 1.7, 0.01), ("lenet_300_100", "node", 0.5, 2.6, 2.6, 1.0),
-     ("lenet_300_100", "node", 0.9, 19.71, 50.0, 100.0), ("lenet5", "node", 0.1, 0.52, 2.0, 1e-5),
-     ("lenet5", "node", 0.5, 5.049, 13.0, 2e-4), ("lenet5", "node", 0.9, 18.623, 25.6, 5e-5)],
-    columns=["model", "kind", "amount", "paper_lower_bound", "paper_epochs", "paper_gamma"])
+_all_ = ["TABLE_AMOUNTS", "PAPER_TABLES"]  # defined in `paper` (one place per fact); importable from here as before
 
 # %% ../nbs/06_retraining.ipynb #952a2808
 def _check_amounts(amounts)->dict:
@@ -328,7 +320,7 @@ def retraining_table(baseline:Baseline,            # the trained original (W*, W
     runs = [(m, a, s) for m, am in _check_amounts(amounts).items() for a in am for s in _check_seeds(seeds)]
     rows = []
     for method, amount, seed in tqdm(runs, desc=f"table {name}", disable=not progress):
-        kind = "connection" if method in CONNECTION_METHODS else "node"
+        kind = method_kind(method)
         pruned = prune(baseline.model, method, amount, data=x, seed=seed, device=device)
         b = retraining_bounds(pruned, baseline, data, eps=eps, method=method, config=cfg, seed=seed, device=device)
         r = retrain(pruned, data, baseline, cfg, eps, delta, max_epochs, check_every, seed, device, progress=False,

@@ -229,10 +229,10 @@ def test_save_corpus_writes_three_files(tmp_path):
 
 def test_save_corpus_is_atomic(tmp_path, monkeypatch):
     "A write that fails part-way leaves the file that was there whole."
-    import netdeviation.corpus as corpus
+    import netdeviation.checks as checks  # `atomic_write` lives there: every file the package writes goes through it
     out = tmp_path/"c"; out.mkdir(); (out/"corpus.csv").write_text("the previous corpus\n")
     def boom(src, dst): raise OSError("disk full")
-    monkeypatch.setattr(corpus.os, "replace", boom)
+    monkeypatch.setattr(checks.os, "replace", boom)
     with pytest.raises(OSError): save_corpus(_rows(), out)
     assert (out/"corpus.csv").read_text() == "the previous corpus\n"
 

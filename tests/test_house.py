@@ -87,3 +87,13 @@ def test_one_atomic_write():
     "Every file the package writes goes through `checks.atomic_write`: no other module renames a file into place (a whole folder swapped by `report` is another matter) or fsyncs."
     other = sorted(p.name for p in PKG.glob("*.py") if p.stem != "checks" and re.search(r"os\.(replace|fsync)\(", p.read_text()))
     assert not other, f"modules writing files by hand instead of with netdeviation.checks.atomic_write: {other}"
+
+
+def test_one_place_per_shared_fact():
+    "One definition of the shared helpers (`copy_model`, `one_thread`: graph) and of the paper's numbers (`paper`)."
+    where = lambda pattern: sorted(p.stem for p in PKG.glob("*.py") if not p.stem.startswith("_") and re.search(pattern, p.read_text(), re.M))
+    assert where(r"^def copy_model\b") == ["graph"]
+    assert where(r"^(def|class) _?one_thread\b") == ["graph"]
+    assert where(r"0\.1, 0\.2, 0\.3, 0\.4, 0\.5, 0\.6, 0\.7, 0\.8") == ["paper"]   # the paper's D grid
+    assert where(r"^(PAPER_TABLES|TABLE_AMOUNTS|PAPER_D|HAN_ACC) = ") == ["paper"]
+    assert _modules()["paper"] == set(), "paper imports nothing of the package (HOUSE.md, floor 1)"

@@ -405,14 +405,27 @@ def _fix(name:str)->str:
     return (f"Pass `data_dir=` (the folder that holds {folder}), set NETDEVIATION_DATA to it, "
             f"or unset both to let torchvision download {title} into the cache folder.")
 
+def _read_idx(path:Path)->torch.Tensor:
+    "The unsigned bytes of an IDX file (MNIST's format: zero bytes, type 0x08, the number of dimensions, their sizes big-endian, the data)."
+    b = path.read_bytes()
+    if len(b) < 4 or b[:3] != bytes([0, 0, 8]) or not 1 <= b[3] <= 3: raise ValueError(f"{path.name} is not an IDX file of unsigned bytes")
+    shape, start = tuple(int.from_bytes(b[4 + 4*i:8 + 4*i], "big") for i in range(b[3])), 4 + 4*b[3]
+    if len(b) - start != math.prod(shape): raise ValueError(f"{path.name} holds {len(b) - start} bytes of data; its header says {shape}")
+    return torch.frombuffer(bytearray(b[start:]), dtype=torch.uint8).reshape(shape)
+
 def _read_split(root:Path, train:bool, download:bool, name:str="mnist")->tuple[torch.Tensor, torch.Tensor]:
     "uint8 images and int64 labels of one split of MNIST or Fashion-MNIST, or a `DataError` naming `root`."
     (title, folder), n = _SOURCES[name], 60_000 if train else 10_000
-    from torchvision.datasets import MNIST, FashionMNIST  # imported here: a few seconds every kernel need not pay
-    try: ds = {"mnist": MNIST, "fashion_mnist": FashionMNIST}[name](root=str(root), train=train, download=download)
+    files = [Path(root)/folder/f"{'train' if train else 't10k'}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
+    try:
+        if all(f.is_file() for f in files): x, y = (_read_idx(f) for f in files)
+        else:
+            from torchvision.datasets import MNIST, FashionMNIST  # imported only to download: it takes seconds to import
+            ds = {"mnist": MNIST, "fashion_mnist": FashionMNIST}[name](root=str(root), train=train, download=download)
+            x, y = ds.data, ds.targets
     except Exception as e:
         raise DataError(f"{title} not found or unreadable in '{root}' (looked for '{root}/{folder}'): {e}. {_fix(name)}") from None
-    x, y, split = ds.data, ds.targets, "train" if train else "test"
+    split = "train" if train else "test"
     if x.shape != (n, 28, 28) or y.shape != (n,):
         raise DataError(f"{title} in '{root}/{folder}' is corrupt: {split} images have shape "
                         f"{tuple(x.shape)}, labels {tuple(y.shape)}; expected ({n}, 28, 28) and ({n},). {_fix(name)}")

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from netdeviation.data import (DATASETS, FASHION_MEAN, FASHION_STD, MNIST_MEAN, MNIST_STD, Data, DataError, MNISTData,
                                as_data, check_images, find_data_dir, from_dataset, from_tensors, load_cifar10,
                                load_dataset, load_fashion_mnist, load_mnist, normalise)
+from netdeviation.data import _read_split as read_split
 from helpers import raises as _raises
 
 SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -414,3 +415,26 @@ def test_fashion_mnist():
     assert (d.mean, d.std) == ((0.2860,), (0.3530,))
     raw = torch.cat([d.x_train, d.x_val]).double()*FASHION_STD + FASHION_MEAN  # the 60,000 training images, pixel/255
     assert abs(raw.mean().item() - FASHION_MEAN) < 5e-5 and abs(raw.std().item() - FASHION_STD) < 5e-5
+
+def test_mnist_loads_without_torchvision():
+    "The IDX files are read directly: loading MNIST from its folder imports no torchvision (seconds in every kernel)."
+    import subprocess, sys
+    _data_root("MNIST")
+    code = "import sys; from netdeviation.data import load_mnist; load_mnist(); print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out
+
+def test_corrupt_idx_file_is_a_data_error(tmp_path):
+    "A truncated or mislabelled IDX file is one `DataError` naming the dataset, the folder and the file."
+    raw = tmp_path/"MNIST"/"raw"
+    raw.mkdir(parents=True)
+    header = lambda *dims: bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    (raw/"train-labels-idx1-ubyte").write_bytes(header(60_000) + bytes(60_000))
+    (raw/"train-images-idx3-ubyte").write_bytes(header(60_000, 28, 28) + bytes(100))   # truncated
+    _raises(DataError, lambda: read_split(tmp_path, True, False), "MNIST not found or unreadable in", str(tmp_path),
+            "train-images-idx3-ubyte holds 100 bytes of data; its header says (60000, 28, 28)")
+    (raw/"train-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03" + bytes(12))          # floats, not bytes
+    _raises(DataError, lambda: read_split(tmp_path, True, False), "train-images-idx3-ubyte is not an IDX file of unsigned bytes")
+    (raw/"train-images-idx3-ubyte").write_bytes(header(60_000, 28, 28) + bytes(60_000*784))
+    x, y = read_split(tmp_path, True, False)
+    assert (x.shape, x.dtype, y.shape, y.dtype) == ((60_000, 28, 28), torch.uint8, (60_000,), torch.int64)

@@ -512,6 +512,62 @@ def test_wide_tables_scroll(site, browser):
     assert wide["scrolling"] > 0, "no table scrolls at 500 px (the test would check nothing)"
 
 
+# pandas' marks of a table it did not print whole, in every output cell (nbconvert's static site or Quarto's): a table
+# cell cut short ("text..." / "text…", max_colwidth) or elided ("..." alone, max_columns / max_rows), the "N rows × M
+# columns" footer it adds when it elides; in printed tables, a row of "..." alone, a "..." column between two-space
+# gaps, a cell cut short before a column gap, the "[N rows x M columns]" footer.
+TRUNCATION_REPORT = r"""(() => {
+  const outs = [...document.querySelectorAll('.jp-OutputArea, .cell-output')], found = [];
+  const cut = /(\.\.\.|…)$/, elided = /^\s*((\.\.\.|…)\s*)+$|\s{2}(\.\.\.|…)(\s{2}|\s*$)|\S(\.\.\.|…)(\s{2}|\s*\\?$)|^\s*\[\d+ rows x \d+ columns\]\s*$/;
+  for (const out of outs) {
+    const hits = [];
+    for (const c of out.querySelectorAll('td, th')) if (cut.test(c.textContent.trim())) hits.push(`table cell ${JSON.stringify(c.textContent.trim().slice(-50))}`);
+    for (const p of out.querySelectorAll('p')) if (/^\d+ rows × \d+ columns$/.test(p.textContent.trim())) hits.push(`footer "${p.textContent.trim()}"`);
+    for (const pre of out.querySelectorAll('pre')) {
+      if (pre.closest('.jp-RenderedMarkdown, .cell-output-markdown')) continue;   // show_doc signatures: prose, not tables
+      for (const line of pre.textContent.split('\n')) if (elided.test(line)) hits.push(`printed line ${JSON.stringify(line.trim().slice(0, 70))}`);
+    }
+    if (hits.length) found.push(hits[0] + (hits.length > 1 ? ` (and ${hits.length - 1} more in the cell)` : ''));
+  }
+  return {outputs: outs.length, truncated: found};
+})()"""
+
+
+def _truncation_report(browser, html:str, tmp:Path)->dict:
+    page = tmp/"t.html"
+    page.write_text(f"<html><body><main>{html}</main></body></html>")
+    browser.goto(page.as_uri())
+    return browser.eval(TRUNCATION_REPORT)
+
+
+def test_truncation_report_finds_pandas_marks(browser, tmp_path):
+    "The check below sees each mark pandas leaves (a cut cell, an elided row and column, its footer), HTML and printed, and nothing in a whole table."
+    import pandas as pd
+    df = pd.DataFrame({f"c{i}": [f"a long status text number {j}" for j in range(10)] for i in range(6)})
+    cell = lambda kind, body: f'<div class="jp-OutputArea"><div class="{kind}">{body}</div></div>'
+    with pd.option_context("display.max_colwidth", 12, "display.max_columns", None, "display.max_rows", None, "display.width", 10_000):
+        cut_html, cut_text = df._repr_html_(), repr(df)
+    with pd.option_context("display.max_colwidth", None, "display.max_columns", 4, "display.max_rows", 6, "display.width", 10_000):
+        elided_html, elided_text = df._repr_html_(), repr(df)
+    with pd.option_context("display.max_colwidth", None, "display.max_columns", None, "display.max_rows", None, "display.width", 10_000):
+        whole_html, whole_text = df._repr_html_(), repr(df)
+    import html as h
+    pre = lambda t: cell("jp-RenderedText", f"<pre>{h.escape(t)}</pre>")
+    r = _truncation_report(browser, cell("jp-RenderedHTMLCommon", cut_html) + pre(cut_text) + cell("jp-RenderedHTMLCommon", elided_html)
+                           + pre(elided_text) + cell("jp-RenderedHTMLCommon", whole_html) + pre(whole_text), tmp_path)
+    assert r["outputs"] == 6 and len(r["truncated"]) == 4, r
+    one_line = pre(df.iloc[:, :2].to_string(max_colwidth=12))   # a cut cell on the last column of a printed line
+    assert len(_truncation_report(browser, one_line, tmp_path)["truncated"]) == 1
+
+
+@pytest.mark.parametrize("page", _built_pages())
+def test_no_truncated_tables(site, browser, page):
+    "No output cell shows a table pandas printed only in part (`report.display_options` prints them whole)."
+    browser.goto((site/page).as_uri())
+    r = browser.eval(TRUNCATION_REPORT)
+    assert not r["truncated"], f"{page}: {len(r['truncated'])} of {r['outputs']} output cells show a truncated table: {r['truncated'][:4]}"
+
+
 @pytest.mark.parametrize("page", _built_pages())
 def test_favicon_and_description(site, page):
     "Every page links the site's SVG favicon and has a <meta name=description>: its subtitle, else the site's description."

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .bounds import RetrainingBounds, check_pruned, loss_and_grad, retraining_bounds, weights
+from .channels import structure
 from .checks import check_choice, check_device
 from .data import Data, as_data
 from .deviation import Deviation, deviation, original_activations, recalibrate_batchnorm
@@ -72,7 +73,7 @@ class Original:
     def point(self, which:str, batch_size:int=1000, include_bias:bool=False)->tuple:
         "(L, ∇L, W) at W* ('star') or W_initial ('initial'), as `loss_and_grad` and `weights` give them."
         def run():
-            m = self.baseline.model if which == "star" else self.baseline.initial_model()
+            m = self.baseline.model if which == "star" else structure(self.baseline.model).adopt(self.baseline.initial_model())
             return (*loss_and_grad(m, self.x, self.y, batch_size=batch_size, include_bias=include_bias, device=self.device),
                     weights(m, include_bias))
         return self._once((check_choice(which, "which", ("star", "initial")), batch_size, include_bias), run)

@@ -150,3 +150,26 @@ def test_corpus_run_of_six_amounts_measures_the_original_once(tmp_path, monkeypa
     assert n.unpruned_grads() == 2                        # ∇L(W*) and ∇L(W_initial): once for the six amounts
     assert n.n["loss_and_grad"] == 2 + 6 and n.n["deviation"] == 6 and n.n["original_activations"] == 1
     assert n.n["evaluate"] == 1 + 6                        # acc*, L* once; each pruned network once (no BatchNorm)
+
+
+# ---------------------------------------------------------------- the structure, held once
+
+def test_a_sweep_traces_and_builds_the_dependency_graph_once(monkeypatch):
+    "A network that is not a chain (BatchNorm), pruned by channels at six amounts and measured: one fx trace, one DependencyGraph."
+    import torch_pruning as tp
+    import netdeviation.graph as G
+    from netdeviation.models import bn_cnn
+    n = Counter()
+    for owner, name in ((G._Tracer, "trace"), (tp.DependencyGraph, "build_dependency")):
+        real = getattr(owner, name)
+        def counted(self, *a, _real=real, _name=name, **k):
+            n[_name] += 1; return _real(self, *a, **k)
+        monkeypatch.setattr(owner, name, counted)
+    g = torch.Generator().manual_seed(0)
+    data = from_tensors(torch.rand(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g), n_val=100, seed=0)
+    torch.manual_seed(0)
+    net = bn_cnn(channels=(4, 8), hidden=16); w0 = copy.deepcopy(net.state_dict())
+    base = Baseline.from_model(net.eval(), w_initial=w0, t_initial=1.0, config=CONFIG)
+    for a in (0.1, 0.2, 0.3, 0.5, 0.7, 0.8):
+        measure_features(prune(base.model, "magnitude_node", a, data=data.x_val), base, data, method="magnitude_node")
+    assert n == {"trace": 1, "build_dependency": 1}

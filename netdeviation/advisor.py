@@ -527,7 +527,8 @@ def _check_features(f)->dict:
 # %% ../nbs/06b_advisor.ipynb #c8b87c22
 def _check_network(pruned, baseline, method):
     "The pruned network and its original, checked before anything is measured: masks present, float32, `method` matching the masks."
-    from netdeviation.measure import mask_kind, method_kind
+    from netdeviation.measure import mask_kind
+    from netdeviation.pruning import method_kind
     if not isinstance(pruned, nn.Module): raise TypeError(f"pruned: expected the pruned nn.Module (see `netdeviation.pruning.prune`), got {type(pruned).__name__}")
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see `Baseline.from_model` for a model trained elsewhere), got {type(baseline).__name__}")
     for name, m in (("pruned", pruned), ("baseline.model", baseline.model)):

@@ -21,7 +21,7 @@ from .data import Data, as_data
 from .checks import check_choice, check_device, check_float, check_images, check_int, check_labels
 from .graph import prunable_layers
 from .graph import effective
-from .pruning import CONNECTION_METHODS, METHODS, get_masks
+from .pruning import METHODS, get_masks, method_kind
 from .models import model_name
 from .training import Baseline, TrainConfig, eval_mode, get_config
 
@@ -485,7 +485,7 @@ def _mu_method(method:str|None, mu:str)->str:
         raise ValueError(f"method: expected one of {list(METHODS)} or None, got {method!r}")
     if mu != "auto": return mu
     if method is None: raise ValueError("method: needed to choose μ when mu='auto'; pass the pruning method, or mu='secant'/'pl'")
-    return "secant" if method in CONNECTION_METHODS else "pl"
+    return "secant" if method_kind(method) == "connection" else "pl"
 
 def _theorem1_status(value:float, mu1:float, mu2:float)->str:
     return "estimate" if math.isfinite(value) else f"undefined: needs finite μ1 and μ2, got μ1 = {mu1:.3g}, μ2 = {mu2:.3g}"

@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 from .data import Data, as_data, cache_dir, load_dataset
 from .checks import atomic_write, check_choice, check_device, check_float, check_int
 from .deviation import AMOUNTS, deviation_sweep
-from .measure import Measurement, mask_kind, measure, method_kind, original
+from .measure import Measurement, mask_kind, measure, original
 from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_name, n_params
-from .pruning import METHODS, prune
+from .pruning import METHODS, method_kind, prune
 from .retraining import CROSSINGS, RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
 from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, fit, get_config,
                                    load_checkpoint, save_checkpoint, seed_everything)

@@ -308,7 +308,8 @@ def explore(model:str="lenet_300_100", # a name in `MODELS`
         step(6, STEPS[6])
         f = _memo(keys[3], lambda: features(_measured(*key)))
         adv = _memo(keys[4], lambda: advise(sparse(), base, data, tolerance=tolerance, method=method, features=f, device=device))
-    return Exploration(model, method, float(amount), dev, sweep, D, *acc, rb, base.t_initial, adv)
+    return Exploration(model=model, method=method, amount=float(amount), deviation=dev, sweep=sweep, D=D, acc_original=acc[0],
+                       acc_pruned=acc[1], bounds=rb, t_initial=base.t_initial, advice=adv)
 
 # %% ../nbs/09_explorer.ipynb #e59fe372
 _OPTIONS = ("config", "seed", "gamma", "beta_iters", "device", "threads")  # `explore`'s arguments an `Explorer` passes on

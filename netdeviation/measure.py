@@ -16,17 +16,11 @@ from .channels import structure
 from .checks import check_choice, check_device
 from .data import Data, as_data
 from .deviation import Deviation, deviation, original_activations, recalibrate_batchnorm
-from .pruning import CONNECTION_METHODS, METHODS
+from .pruning import method_kind
 from .training import Baseline, evaluate
 
 # %% auto #0
-__all__ = ['KEEP', 'method_kind', 'mask_kind', 'fingerprint', 'Original', 'original', 'Measurement', 'measure']
-
-# %% ../nbs/05b_measure.ipynb #c88ef63d
-def method_kind(method:str, # one of `METHODS`
-               )->str:      # 'connection' or 'node'
-    "What `method` removes: single connections ('random', 'magnitude') or whole nodes and channels (the others)."
-    return "connection" if check_choice(method, "method", METHODS) in CONNECTION_METHODS else "node"
+__all__ = ['KEEP', 'mask_kind', 'fingerprint', 'Original', 'original', 'Measurement', 'measure']
 
 # %% ../nbs/05b_measure.ipynb #9d9e1075
 def mask_kind(pruned:nn.Module, # a pruned network (torch.nn.utils.prune masks)

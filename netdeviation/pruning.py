@@ -21,11 +21,12 @@ from .graph import Stage, check_model, effective, is_chain, stages, prunable_lay
 from .channels import NORMS, ChannelGroup, channel_groups, channel_slices, structure, zero_channels
 
 # %% auto #0
-__all__ = ['METHODS', 'CONNECTION_METHODS', 'NODE_METHODS', 'SCOPES', 'CLUSTERED_OPTIONS', 'n_pruned', 'magnitude_mask',
-           'random_mask', 'node_weight_norm', 'node_masks', 'keep_highest', 'stage_outputs', 'node_gram',
-           'first_equal_row', 'gram_embedding', 'node_points', 'cluster_nodes', 'keep_one_per_cluster', 'keep_scores',
-           'merge_nodes', 'connection_masks', 'node_plan', 'group_weight_norm', 'group_masks', 'group_outputs',
-           'group_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks', 'prune', 'sparsity_report']
+__all__ = ['METHODS', 'CONNECTION_METHODS', 'NODE_METHODS', 'SCOPES', 'CLUSTERED_OPTIONS', 'n_pruned', 'method_kind',
+           'magnitude_mask', 'random_mask', 'node_weight_norm', 'node_masks', 'keep_highest', 'stage_outputs',
+           'node_gram', 'first_equal_row', 'gram_embedding', 'node_points', 'cluster_nodes', 'keep_one_per_cluster',
+           'keep_scores', 'merge_nodes', 'connection_masks', 'node_plan', 'group_weight_norm', 'group_masks',
+           'group_outputs', 'group_plan', 'get_masks', 'compute_masks', 'copy_model', 'apply_masks', 'prune',
+           'sparsity_report']
 
 # %% ../nbs/03_pruning.ipynb #aa4728a9
 METHODS = ("random", "magnitude", "random_node", "magnitude_node", "clustered")
@@ -52,6 +53,12 @@ def _check_count(n:int, amount:float, what:str)->int:
     k = n_pruned(n, amount)
     if n and k >= n: raise ValueError(f"amount: {amount} would prune all {n} {what}; use a smaller amount")
     return k
+
+# %% ../nbs/03_pruning.ipynb #83f01b80
+def method_kind(method:str, # one of `METHODS`
+               )->str:      # 'connection' or 'node'
+    "What `method` removes: single connections (`CONNECTION_METHODS`) or whole nodes and channels (`NODE_METHODS`)."
+    return "connection" if check_choice(method, "method", METHODS) in CONNECTION_METHODS else "node"
 
 # %% ../nbs/03_pruning.ipynb #a9dff9b8
 def _generator(seed:int, *stream:int)->torch.Generator:

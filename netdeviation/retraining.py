@@ -18,7 +18,7 @@ from .bounds import check_pruned, retraining_bounds
 from .data import Data, as_data
 from .checks import check_choice, check_device, check_float, check_int
 from .models import model_name
-from .pruning import CONNECTION_METHODS, METHODS, prune
+from .pruning import METHODS, method_kind, prune
 from .training import Baseline, TrainConfig, evaluate, fit, get_config
 
 # %% auto #0
@@ -328,7 +328,7 @@ def retraining_table(baseline:Baseline,            # the trained original (W*, W
     runs = [(m, a, s) for m, am in _check_amounts(amounts).items() for a in am for s in _check_seeds(seeds)]
     rows = []
     for method, amount, seed in tqdm(runs, desc=f"table {name}", disable=not progress):
-        kind = "connection" if method in CONNECTION_METHODS else "node"
+        kind = method_kind(method)
         pruned = prune(baseline.model, method, amount, data=x, seed=seed, device=device)
         b = retraining_bounds(pruned, baseline, data, eps=eps, method=method, config=cfg, seed=seed, device=device)
         r = retrain(pruned, data, baseline, cfg, eps, delta, max_epochs, check_every, seed, device, progress=False,

@@ -40,7 +40,7 @@ def _has_bn(model:nn.Module)->bool: return any(isinstance(m, nn.modules.batchnor
 def fingerprint(tensors, # (name, tensor) pairs, e.g. `model.state_dict(keep_vars=True).items()`
                )->tuple: # what changes when one is replaced or written to
     "Storage, in-place version counter, shape, dtype and sum of every tensor: equal fingerprints mean the same values, for all that a cache needs."
-    return tuple((k, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.detach().double().sum().item()) for k, t in tensors)
+    return tuple((k, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.detach().sum(dtype=torch.float64).item()) for k, t in tensors)
 
 # %% ../nbs/05b_measure.ipynb #4ed76a7b
 @dataclass(eq=False, repr=False)

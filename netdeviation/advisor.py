@@ -527,8 +527,8 @@ def _check_features(f)->dict:
 # %% ../nbs/06b_advisor.ipynb #c8b87c22
 def _check_network(pruned, baseline, method):
     "The pruned network and its original, checked before anything is measured: masks present, float32, `method` matching the masks."
-    from netdeviation.corpus import mask_kind
-    from netdeviation.pruning import CONNECTION_METHODS, METHODS
+    from netdeviation.measure import mask_kind
+    from netdeviation.pruning import method_kind
     if not isinstance(pruned, nn.Module): raise TypeError(f"pruned: expected the pruned nn.Module (see `netdeviation.pruning.prune`), got {type(pruned).__name__}")
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see `Baseline.from_model` for a model trained elsewhere), got {type(baseline).__name__}")
     for name, m in (("pruned", pruned), ("baseline.model", baseline.model)):
@@ -536,11 +536,9 @@ def _check_network(pruned, baseline, method):
         if dt - {torch.float32}: raise TypeError(f"{name}: parameters are {sorted(map(str, dt))}; the advisor measures float32 networks: pass `{name}.float()`")
         if any(p.is_meta for p in m.parameters()): raise ValueError(f"{name}: has parameters on the meta device (no values); load its weights first")
     kind = mask_kind(pruned)
-    if method is not None:
-        check_choice(method, "method", METHODS)
-        if ("connection" if method in CONNECTION_METHODS else "node") != kind:
-            raise ValueError(f"method: {method!r} prunes by {'connections' if method in CONNECTION_METHODS else 'nodes'}, but the masks of "
-                             f"`pruned` remove {'whole units' if kind == 'node' else 'single connections'}; pass the method that made them, or None")
+    if method is not None and method_kind(method) != kind:
+        raise ValueError(f"method: {method!r} prunes by {method_kind(method)}s, but the masks of "
+                         f"`pruned` remove {'whole units' if kind == 'node' else 'single connections'}; pass the method that made them, or None")
     return kind
 
 # %% ../nbs/06b_advisor.ipynb #64f07ff5

@@ -21,7 +21,7 @@ from .data import Data, as_data
 from .checks import check_choice, check_device, check_float, check_images, check_int, check_labels
 from .graph import prunable_layers
 from .graph import effective
-from .pruning import CONNECTION_METHODS, METHODS, get_masks
+from .pruning import METHODS, get_masks, method_kind
 from .models import model_name
 from .training import Baseline, TrainConfig, eval_mode, get_config
 
@@ -485,7 +485,7 @@ def _mu_method(method:str|None, mu:str)->str:
         raise ValueError(f"method: expected one of {list(METHODS)} or None, got {method!r}")
     if mu != "auto": return mu
     if method is None: raise ValueError("method: needed to choose μ when mu='auto'; pass the pruning method, or mu='secant'/'pl'")
-    return "secant" if method in CONNECTION_METHODS else "pl"
+    return "secant" if method_kind(method) == "connection" else "pl"
 
 def _theorem1_status(value:float, mu1:float, mu2:float)->str:
     return "estimate" if math.isfinite(value) else f"undefined: needs finite μ1 and μ2, got μ1 = {mu1:.3g}, μ2 = {mu2:.3g}"
@@ -521,6 +521,16 @@ def _curvature_quantities(cur:Curvature|None, n:int|None, n_train:int)->dict:
                 curvature_hvps=cur.hvps, curvature_samples=min(n or n_train, n_train), curvature_status=cur.status,
                 masked_minimiser="unknown: Δ_s and ‖W_s − W*‖² are taken to W*")
 
+def _check_points(points, has_init:bool)->dict:
+    "Precomputed `(L, ∇L, W)` per point, checked: a dict whose keys are among 'star', 'sparse' and 'initial' (with W_initial only)."
+    if points is None: return {}
+    if not isinstance(points, dict) or not set(points) <= ({"star", "sparse", "initial"} if has_init else {"star", "sparse"}):
+        raise ValueError(f"points: expected a dict with keys among 'star', 'sparse'{', initial' if has_init else ''} "
+                         f"mapping to (loss, gradients, weights), got {_keys(points)}")
+    bad = [k for k, v in points.items() if not (isinstance(v, tuple) and len(v) == 3 and isinstance(v[1], dict) and isinstance(v[2], dict))]
+    if bad: raise ValueError(f"points: {bad} should be (loss, gradients, weights) tuples, as `loss_and_grad` and `weights` give them")
+    return points
+
 def retraining_bounds(pruned:nn.Module,              # the pruned network, W_sparse (torch.nn.utils.prune masks)
                       baseline:Baseline,             # its original: W* (`.model`), W_initial and t_initial (where known)
                       data:Data,                     # a `Data` (or dict / 6-tuple): losses on `data.pruning_data`; N_train = len(data.x_train)
@@ -541,6 +551,7 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
                       curvature_samples:int|None=None, # λ_min of the masked Hessian on the first n training images (None: beta_samples)
                       curvature_steps:int=12,        # Lanczos steps for λ_min (one Hessian-vector product each, plus one)
                       gamma_free:bool=True,          # False: skip β and λ_min (the costly part); Theorem 1 alone, the γ-free bounds 'undefined'
+                      points:dict|None=None,         # measured already: {'star' / 'sparse' / 'initial': (L, ∇L, W)} at these batch_size, include_bias and device (see `netdeviation.measure`)
                      )->RetrainingBounds:
     "Theorem 1 (both orientations) and the γ-free bounds for `pruned`, in iterations and epochs, each with its status."
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline (see get_baseline), got {type(baseline).__name__}")
@@ -559,11 +570,13 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     x, y = data.pruning_data
     kw = dict(batch_size=batch_size, include_bias=include_bias, device=device)
     missing, has_init = _missing_status(baseline), baseline.w_initial is not None
-    nets = {"initial": baseline.initial_model()} if has_init else {}
-    nets |= {"star": baseline.model, "sparse": pruned}
-    losses, grads = {}, {}
-    for k, m in nets.items(): losses[k], grads[k] = loss_and_grad(m, x, y, **kw)  # each in eval mode
-    ws = {k: weights(m, include_bias) for k, m in nets.items()}
+    points = _check_points(points, has_init)
+    nets = {"initial": baseline.initial_model} if has_init else {}
+    nets |= {"star": lambda: baseline.model, "sparse": lambda: pruned}
+    losses, grads, ws = {}, {}, {}
+    for k, make in nets.items():  # each point measured once: here, or by the caller (`points`)
+        if k in points: losses[k], grads[k], ws[k] = points[k]
+        else: m = make(); (losses[k], grads[k]), ws[k] = loss_and_grad(m, x, y, **kw), weights(m, include_bias)  # eval mode
     L_star, g_star, w_star = losses["star"], grads["star"], ws["star"]
     L_s, g_s, w_s = losses["sparse"], grads["sparse"], ws["sparse"]
     def _mu(k:str)->float:

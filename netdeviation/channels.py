@@ -4,18 +4,18 @@
 
 # %% ../nbs/01b_channels.ipynb #b7a34d45
 from __future__ import annotations
-import warnings
-from dataclasses import dataclass
+import warnings, weakref
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 import torch_pruning as tp
 
-from .graph import PRUNABLE, copy_model  # the one tuple of prunable layers: node methods prune their output channels
+from .graph import PRUNABLE, copy_model, is_chain, share_trace, stages, trace  # PRUNABLE: the one tuple of prunable layers
 
 # %% auto #0
-__all__ = ['NORMS', 'Member', 'ChannelGroup', 'channel_slices', 'zero_channels', 'channel_groups']
+__all__ = ['NORMS', 'Member', 'ChannelGroup', 'channel_slices', 'zero_channels', 'channel_groups', 'Structure', 'structure']
 
 # %% ../nbs/01b_channels.ipynb #b785fe1b
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)     # per-channel affine modules masked with the channels they normalise
@@ -158,3 +158,53 @@ def _outputs(dg, net:nn.Module, producers:list, names:dict, members:list)->list:
         nxt = [names[o.module] for o in dg.module2node[net.get_submodule(p)].outputs if o.module in names]
         outs.append(next((o for o in nxt if o in norms), p))
     return outs
+
+# %% ../nbs/01b_channels.ipynb #f7722e15
+@dataclass(eq=False, repr=False)
+class Structure:
+    "The one structure of an original network, built on first use: its fx trace, its stages (a chain) and its coupled channel groups."
+    ref:weakref.ref                           # the network (weakly: the structure lives as long as the network)
+    cache:dict=field(default_factory=dict)    # channel groups per input shape
+
+    @property
+    def model(self)->nn.Module:
+        m = self.ref()
+        if m is None: raise ValueError("structure: its network no longer exists")
+        return m
+    @property
+    def graph(self):
+        "`trace(model)`: traced once per network object."
+        return trace(self.model)
+    @property
+    def chain(self)->bool: return is_chain(self.model)
+    @property
+    def stages(self)->list|None:
+        "The `Stage`s of a chain (None for any other network)."
+        return stages(self.model)[1] if self.chain else None
+    def groups(self, example_input=None)->list:
+        "`channel_groups(model, example_input)`: one `DependencyGraph` per input shape."
+        x = _check_example(self.model, example_input)
+        key = ("groups", tuple(x.shape[1:]))
+        if key not in self.cache: self.cache[key] = channel_groups(self.model, x)
+        return self.cache[key]
+    def adopt(self, copy:nn.Module)->nn.Module:
+        "`copy`, a deep copy of the network (pruned or not), sharing the network's trace (`share_trace`) and channel groups rather than building its own."
+        names = lambda m: [n for n, _ in m.named_modules(remove_duplicate=False)]
+        if type(copy) is not type(self.model) or names(copy) != names(self.model): return copy   # not a copy: nothing to share
+        if not self.chain: trace(self.model)   # traced now if it was not yet: once
+        structure(copy).cache = self.cache     # groups name modules, which the copy has under the same names
+        return share_trace(copy, self.model)
+    def __repr__(self):
+        m = self.ref()
+        return f"Structure({type(m).__name__ if m is not None else 'a network gone'}, channel groups for input shapes {[k[1] for k in self.cache]})"
+
+_STRUCTURES = weakref.WeakKeyDictionary()   # network -> (its modules' identities, its `Structure`)
+
+def structure(model:nn.Module, # any network (a chain or one `trace` and Torch-Pruning accept)
+             )->Structure:     # its one `Structure`
+    "The `Structure` of `model`: the same object while its modules are the same objects."
+    if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+    key = tuple(map(id, model.modules()))
+    hit = _STRUCTURES.get(model)
+    if hit is None or hit[0] != key: hit = _STRUCTURES[model] = (key, Structure(weakref.ref(model)))
+    return hit[1]

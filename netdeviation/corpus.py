@@ -15,21 +15,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .bounds import retraining_bounds
 from .data import Data, as_data, cache_dir, load_dataset
 from .checks import atomic_write, check_choice, check_device, check_float, check_int
-from .deviation import AMOUNTS, deviation, deviation_sweep, original_activations, recalibrate_batchnorm
+from .deviation import AMOUNTS, deviation_sweep
+from .measure import Measurement, mask_kind, measure, original
 from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_name, n_params
-from .pruning import CONNECTION_METHODS, METHODS, prune
+from .pruning import METHODS, method_kind, prune
 from .retraining import CROSSINGS, RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
-from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, evaluate, fit, get_config,
+from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, fit, get_config,
                                    load_checkpoint, save_checkpoint, seed_everything)
 
 # %% auto #0
 __all__ = ['CORPUS_DATASETS', 'RECIPES', 'V1_RECIPES', 'CORPUS_AMOUNTS', 'TOLERANCES', 'CAP', 'CORPUS_ARCHS', 'REGIMES',
            'ORIGINAL_OPTIMIZERS', 'CONVERGED_EPOCHS', 'V2_TOLERANCES', 'FEATURES', 'STATUSES', 'CORPUS_FIXED',
            'V2_AMOUNTS', 'V2_ARCH_ORDER', 'CORPUS_V2_FIXED', 'original_config', 'corpus_data', 'corpus_baseline',
-           'mask_kind', 'measure_features', 'recovery_columns', 'corpus_run', 'corpus_table', 'check_noise',
+           'features', 'measure_features', 'recovery_columns', 'corpus_run', 'corpus_table', 'check_noise',
            'save_corpus', 'corpus_grid', 'corpus_grid_v2']
 
 # %% ../nbs/06a_corpus.ipynb #42699b41
@@ -124,56 +124,40 @@ FEATURES = ("acc_gap", "loss_ratio", "acc_gap_recal", "loss_ratio_recal", "rel_d
 def _log10(v)->float:
     return math.log10(v) if isinstance(v, (int, float)) and math.isfinite(v) and v > 0 else math.nan
 
-def mask_kind(pruned:nn.Module, # a pruned network (torch.nn.utils.prune masks)
-             )->str:            # 'node' or 'connection'
-    "'node' when every mask removes whole units: its zeros are whole output rows/filters and whole input columns/channels (a removed unit's fan-out), else 'connection'."
-    masks = [m.weight_mask for m in pruned.modules() if hasattr(m, "weight_mask")]
-    if not masks: raise ValueError("pruned: holds no pruning masks; prune it with `netdeviation.pruning.prune` first")
-    def units(w):  # the mask is the outer product of kept outputs and kept inputs, the same at every kernel position
-        m = (w.reshape(w.shape[0], w.shape[1] if w.dim() > 1 else 1, -1) != 0)
-        rows, cols = m.any(2).any(1), m.any(2).any(0)
-        return bool((m == (rows[:, None] & cols[None, :])[..., None]).all())
-    return "node" if all(units(w) for w in masks) and any(bool((w == 0).any()) for w in masks) else "connection"
-
-def _has_bn(model:nn.Module)->bool: return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-# %% ../nbs/06a_corpus.ipynb #0c11d886
-def measure_features(pruned:nn.Module,           # the pruned network, W_sparse
-                     baseline:Baseline,          # its original (W*, W_initial, t_initial)
-                     data:Data,                  # a `Data`: everything is measured on `data.pruning_data`
-                     method:str|None=None,       # the pruning method, if known (picks Theorem 1's μ); else read from the masks
-                     activations=None,           # `original_activations(baseline.model, x)`, shared by a sweep
-                     recalibrate:bool=True,      # also measure the gaps after BatchNorm recalibration (networks with BatchNorm)
-                     device:str|torch.device="cpu", # where to compute
-                    )->dict:                     # `FEATURES` and the raw quantities behind them
-    "Every test-free quantity of a pruned network measured before retraining: deviation, gaps, gradients, Theorem 1."
-    if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline, got {type(baseline).__name__}")
-    data, device = as_data(data), check_device(device)
-    check_choice(recalibrate, "recalibrate", (True, False))
-    if method is not None: check_choice(method, "method", METHODS)
-    kind = mask_kind(pruned) if method is None else "connection" if method in CONNECTION_METHODS else "node"
-    x, y = data.pruning_data
-    ref, start = evaluate(baseline.model, x, y, device=device), evaluate(pruned, x, y, device=device)
-    acts = activations if activations is not None else original_activations(baseline.model, x, device)
-    d = deviation(baseline.model, pruned, activations=acts)
-    if recalibrate and _has_bn(pruned): rec = evaluate(recalibrate_batchnorm(copy.deepcopy(pruned), x), x, y, device=device)
-    else: rec = start
-    b = retraining_bounds(pruned, baseline, data, mu="secant" if kind == "connection" else "pl", gamma_free=False, device=device)
+# %% ../nbs/06a_corpus.ipynb #54b7d3ad
+def features(m:Measurement, # from `netdeviation.measure.measure`
+            )->dict:        # `FEATURES` and the raw quantities behind them
+    "The corpus's features of one measured pruned network, read from its `Measurement` (nothing measured again)."
+    if not isinstance(m, Measurement): raise TypeError(f"m: expected a Measurement (see `netdeviation.measure.measure`), got {type(m).__name__}")
+    ref, start, rec, d, b = m.reference, m.start, m.recal, m.deviation, m.bounds
     q, t1 = b.quantities, b.epochs["theorem1_paper"]
+    x, bn = m.data.pruning_data[0], any(isinstance(u, nn.modules.batchnorm._BatchNorm) for u in m.pruned.modules())
     return {"acc_gap": ref["acc"] - start["acc"], "loss_ratio": math.log(start["loss"]/ref["loss"]),
             "acc_gap_recal": ref["acc"] - rec["acc"], "loss_ratio_recal": math.log(rec["loss"]/ref["loss"]),
             "rel_dev": d.rel_dev, "log_tightness": _log10(d.tightness_rigorous), "sparsity": d.sparsity,
             "log_compression": -math.log1p(-d.sparsity) if d.sparsity < 1 else math.inf,
             "log_grad_ratio": _log10(q["grad_sparse_sq"]/q["grad_init_sq"]) if q.get("grad_init_sq") else math.nan,
             "log_mu_ratio": _log10(q["mu2"]/q["mu1"]) if q.get("mu1") and q.get("mu2") else math.nan,
-            "log_theorem1": _log10(t1), "node": int(kind == "node"),
+            "log_theorem1": _log10(t1), "node": int(m.kind == "node"),
             # the raw quantities, for the record
             "ref_acc": ref["acc"], "ref_loss": ref["loss"], "start_acc": start["acc"], "start_loss": start["loss"],
             "recal_acc": rec["acc"], "recal_loss": rec["loss"], "lhs": d.lhs, "bound_paper": d.bound_paper,
             "bound_rigorous": d.bound_rigorous, "dev": d.dev, "tightness": d.tightness, "grad_sparse_sq": q["grad_sparse_sq"],
             "grad_init_sq": q.get("grad_init_sq"), "mu1": q.get("mu1"), "mu2": q.get("mu2"), "theorem1_epochs": t1,
-            "theorem1_status": b.status["theorem1_paper"], "t_initial": baseline.t_initial, "has_bn": _has_bn(pruned),
-            "n_train": len(data.x_train), "n_val": len(x), "n_params": n_params(pruned)}
+            "theorem1_status": b.status["theorem1_paper"], "t_initial": m.baseline.t_initial, "has_bn": bn,
+            "n_train": len(m.data.x_train), "n_val": len(x), "n_params": n_params(m.pruned)}
+
+# %% ../nbs/06a_corpus.ipynb #0c11d886
+def measure_features(pruned:nn.Module,           # the pruned network, W_sparse
+                     baseline:Baseline,          # its original (W*, W_initial, t_initial)
+                     data:Data,                  # a `Data`: everything is measured on `data.pruning_data`
+                     method:str|None=None,       # the pruning method, if known (picks Theorem 1's μ); else read from the masks
+                     activations=None,           # `original_activations(baseline.model, x)`; default the original's, computed once (`netdeviation.measure.original`)
+                     recalibrate:bool=True,      # also measure the gaps after BatchNorm recalibration (networks with BatchNorm)
+                     device:str|torch.device="cpu", # where to compute
+                    )->dict:                     # `FEATURES` and the raw quantities behind them
+    "Every test-free quantity of a pruned network measured before retraining: deviation, gaps, gradients, Theorem 1 (`features` of its `measure`)."
+    return features(measure(pruned, baseline, data, method=method, activations=activations, recalibrate=recalibrate, device=device))
 
 # %% ../nbs/06a_corpus.ipynb #d5c98957
 STATUSES = ("none", "recovered", "censored")  # needs no retraining / recovered within the cap / not within the cap
@@ -226,7 +210,7 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
               )->pd.DataFrame:            # one row per (amount, recipe): features, recovery columns and the curve
     "Prune one original at several amounts, measure every feature, retrain under each recipe and read the recovery."
     check_choice(method, "method", METHODS); device = check_device(device)
-    kind = "connection" if method in CONNECTION_METHODS else "node"
+    kind = method_kind(method)
     if isinstance(amounts, (int, float, str)): raise TypeError(f"amounts: expected a list of fractions, e.g. [0.5, 0.9], got {amounts!r}")
     amounts = CORPUS_AMOUNTS[kind] if amounts is None else [check_float(a, "amounts", 0, 1, high_open=True) for a in amounts]
     tolerances = [check_float(t, "tolerances", 0, 1, low_open=True) for t in tolerances]
@@ -242,10 +226,10 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
     x = data.x_val
     grid = deviation_sweep(base.model, x, methods=(method,), amounts=AMOUNTS, seeds=(seed,), device=device, progress=False)
     scale = float(grid.dev.abs().max())  # D on the common grid: |dev| / max |dev| over the paper's amounts 10-80%
-    acts, rows = original_activations(base.model, x, device), []
+    acts, rows = original(base, data, device).activations, []  # the original's L*, gradients and activations: once for every amount
     for amount in tqdm(amounts, desc=f"{dataset} {arch} {method}", disable=not progress):
         pruned = prune(base.model, method, amount, data=x, seed=seed, device=device)
-        f = measure_features(pruned, base, data, method=method, activations=acts, device=device)
+        f = features(measure(pruned, base, data, method=method, activations=acts, device=device))
         f["D_grid"] = abs(f["dev"])/scale if scale > 0 else math.inf
         for recipe in recipes:
             cfg = retrain_config(recipe, base.config)
@@ -328,7 +312,7 @@ def corpus_grid(archs=tuple(CORPUS_ARCHS),  # architectures (names in `CORPUS_AR
                )->list[dict]:              # grids for `netdeviation.sweeps.grid_spec`
     "The corpus sweep's grid: one template run per (architecture, dataset, method), cheap architectures first."
     return [{"arch": [a], "dataset": list(datasets), "method": [m],
-             "amounts": [list(CORPUS_AMOUNTS["connection" if m in CONNECTION_METHODS else "node"])]} for a in archs for m in methods]
+             "amounts": [list(CORPUS_AMOUNTS[method_kind(m)])]} for a in archs for m in methods]
 
 CORPUS_FIXED = dict(seed=0, recipes=list(V1_RECIPES), cap=CAP, n_train=8000, n_val=1000)  # the committed v1 corpus's settings
 
@@ -346,7 +330,7 @@ def corpus_grid_v2(archs=V2_ARCH_ORDER,        # architectures, in the order the
     def run(a, s, d, r, o, m):
         cfg, n = original_config(a, r, o)  # the cap: the original's own length, in epochs of its own data
         return {"arch": [a], "seed": [s], "dataset": [d], "regime": [r], "optimizer": [o], "method": [m], "n_train": [n],
-                "cap": [float(cfg.epochs)], "amounts": [list(V2_AMOUNTS["connection" if m in CONNECTION_METHODS else "node"])]}
+                "cap": [float(cfg.epochs)], "amounts": [list(V2_AMOUNTS[method_kind(m)])]}
     return [run(a, s, d, r, o, m) for s in seeds for a in archs for d in datasets for r in regimes for o in optimizers for m in methods]
 
 CORPUS_V2_FIXED = dict(recipes=list(RECIPES), n_val=5000, tolerances=list(V2_TOLERANCES), crossing="median3")  # all validation images

@@ -551,10 +551,11 @@ def _graph_deviation(model:nn.Module, pruned, a:GraphActivations, norm:str, redu
     col = lambda d: np.array([d[o.name] for o in a.ops])
     mods = dict(pruned.named_modules(remove_duplicate=False))
     ws = [effective(mods[n]) for n in dict.fromkeys(o.target for o in a.ops if o.kind == "weighted")]
-    return Deviation(getattr(model, "name", type(model).__name__), a.names, col(actual), col(terms), col(pap),
-                     alone(pap), col(terms), col(rig), alone(rig), y_norm,
-                     sum(int((w == 0).sum()) for w in ws)/sum(w.numel() for w in ws), len(a.x), norm, reduce, combine,
-                     lhs, propagate(a.graph, terms, pap), propagate(a.graph, terms, rig))
+    return Deviation(model=getattr(model, "name", type(model).__name__), layers=a.names, delta_y=col(actual),
+                     first_order=col(terms), jacobian=col(pap), eps_paper=alone(pap), change=col(terms), gain=col(rig),
+                     eps_rigorous=alone(rig), y_norm=y_norm, sparsity=sum(int((w == 0).sum()) for w in ws)/sum(w.numel() for w in ws),
+                     n_samples=len(a.x), norm=norm, reduce=reduce, combine=combine, lhs_out=lhs,
+                     total_paper=propagate(a.graph, terms, pap), total_rigorous=propagate(a.graph, terms, rig))
 
 @torch.no_grad()
 def recalibrate_batchnorm(model:nn.Module,    # a (pruned) network; its BatchNorm statistics are replaced in place
@@ -609,9 +610,11 @@ def deviation(model:nn.Module,            # the original (trained) network
         if first[:i].any(): jac[i] = red(a.jacobian_norms(i, norm)).item()
         if change[:i].any(): gain[i] = a.lips[i]*a.operator_norm(i, new[i][0])
     n_zero = sum(int((w == 0).sum()) for w, _ in new)
-    return Deviation(getattr(model, "name", type(model).__name__), a.names, _actual(a, new, dzs), first, jac,
-                     _downstream(first, jac), change, gain, _downstream(change, gain),  # eq. 3.9 / §3.2
-                     _fro(a.ys[-1]), n_zero/sum(w.numel() for w, _ in new), len(a.ys[0]), norm, reduce, combine)
+    return Deviation(model=getattr(model, "name", type(model).__name__), layers=a.names, delta_y=_actual(a, new, dzs),
+                     first_order=first, jacobian=jac, eps_paper=_downstream(first, jac),          # eq. 3.9
+                     change=change, gain=gain, eps_rigorous=_downstream(change, gain),            # §3.2
+                     y_norm=_fro(a.ys[-1]), sparsity=n_zero/sum(w.numel() for w, _ in new), n_samples=len(a.ys[0]),
+                     norm=norm, reduce=reduce, combine=combine)
 
 # %% ../nbs/04_deviation.ipynb #1b321c3a
 @patch

@@ -25,9 +25,10 @@ from matplotlib.patches import Patch
 
 from .advisor import Advice, advise
 from .bounds import BOUNDS, RetrainingBounds, retraining_bounds, status_kind
-from .corpus import TOLERANCES, measure_features
+from .corpus import TOLERANCES, features, measure_features
 from .data import MNISTData, check_choice, check_device, check_float, check_int, load_mnist
-from .deviation import AMOUNTS, Activations, Deviation, deviation, deviation_sweep, original_activations
+from .deviation import AMOUNTS, Activations, Deviation, deviation, deviation_sweep
+from .measure import Measurement, measure, original
 from .models import MODELS, PAPER_MODELS
 from .pruning import METHODS, prune
 from .training import Baseline, baseline_path, evaluate, get_baseline
@@ -57,7 +58,7 @@ def _baseline(model:str, config:str, seed:int, device:str, threads:int)->tuple[M
     def load():
         data = load_mnist()
         base = get_baseline(model, config, seed, data=data, device=device, progress=False)
-        return data, base, original_activations(base.model, data.x_val, device)
+        return data, base, original(base, data, device).activations
     return _memo(("baseline", model, config, seed, device, threads), load)
 
 def _trains(model:str, config:str, seed:int)->bool:
@@ -76,6 +77,12 @@ def _pruned(model:str, method:str, amount:float, config:str, seed:int, device:st
     "The baseline pruned by `method` at `amount` (the last few kept)."
     data, base, acts = _baseline(model, config, seed, device, threads)
     return prune(base.model, method, amount, data=data.x_val, seed=seed, device=device, activations=acts.outputs)
+
+@lru_cache(maxsize=8)  # beside `_pruned`: a measurement holds its pruned network and gradients
+def _measured(model:str, method:str, amount:float, config:str, seed:int, device:str, threads:int)->Measurement:
+    "The pruned network measured once: evaluation, deviation, (L, ∇L) at W*, W_s and W_initial, Theorem 1."
+    data, base, acts = _baseline(model, config, seed, device, threads)
+    return measure(_pruned(model, method, amount, config, seed, device, threads), base, data, method=method, activations=acts, device=device)
 
 # %% ../nbs/09_explorer.ipynb #0ba00810
 KINDS = {"estimate": "C0", "lower": "C2", "lower (approx.)": "C2", "upper": "C3"}  # bar colours by kind of bound
@@ -291,17 +298,18 @@ def explore(model:str="lenet_300_100", # a name in `MODELS`
         sparse = lambda: _pruned(*key)
         step(2, STEPS[2]); sweep = _sweep(model, method, tuple(sorted({*AMOUNTS, float(amount)})), config, seed, device, nt)
         D = float(sweep.loc[np.isclose(sweep.amount, amount), "D"].iloc[0])  # eq. 3.13 over the sweep
-        step(3, STEPS[3]); dev = _memo(keys[0], lambda: deviation(base.model, sparse(), activations=acts))
+        step(3, STEPS[3]); dev = _memo(keys[0], lambda: _measured(*key).deviation)
         step(4, STEPS[4])
         acc = (_memo(("acc_original", model, config, seed, device, nt), lambda: evaluate(base.model, data.x_test, data.y_test, device=device)["acc"]),
                _memo(keys[1], lambda: evaluate(sparse(), data.x_test, data.y_test, device=device)["acc"]))
         step(5, STEPS[5])
-        rb = _memo(keys[2], lambda: retraining_bounds(sparse(), base, data, gamma=gamma, method=method, beta_iters=beta_iters,
+        rb = _memo(keys[2], lambda: _measured(*key).retraining_bounds(gamma=gamma, method=method, beta_iters=beta_iters,
                                                       seed=seed, device=device))
         step(6, STEPS[6])
-        f = _memo(keys[3], lambda: measure_features(sparse(), base, data, method=method, activations=acts, device=device))
+        f = _memo(keys[3], lambda: features(_measured(*key)))
         adv = _memo(keys[4], lambda: advise(sparse(), base, data, tolerance=tolerance, method=method, features=f, device=device))
-    return Exploration(model, method, float(amount), dev, sweep, D, *acc, rb, base.t_initial, adv)
+    return Exploration(model=model, method=method, amount=float(amount), deviation=dev, sweep=sweep, D=D, acc_original=acc[0],
+                       acc_pruned=acc[1], bounds=rb, t_initial=base.t_initial, advice=adv)
 
 # %% ../nbs/09_explorer.ipynb #e59fe372
 _OPTIONS = ("config", "seed", "gamma", "beta_iters", "device", "threads")  # `explore`'s arguments an `Explorer` passes on

@@ -20,9 +20,9 @@ from .checks import check_float, check_int
 # %% auto #0
 __all__ = ['PRUNABLE', 'GELU_LIP', 'GELU_TANH_LIP', 'SILU_LIP', 'WEIGHTED', 'AFFINE', 'MAXPOOL', 'LINEAR', 'SHAPE', 'ADD', 'CAT',
            'META', 'MODULE_RULES', 'FUNCTION_RULES', 'METHOD_RULES', 'MODEL_DTYPES', 'UnsupportedOperation',
-           'max_slope', 'Rule', 'register', 'Graph', 'call', 'Op', 'trace', 'follow_inplace', 'lanczos_max',
-           'start_vectors', 'linear_norm', 'window_count', 'gain', 'combine', 'effective', 'change', 'eval_mode',
-           'copy_model', 'one_thread', 'check_model', 'Stage', 'stages', 'is_chain', 'prunable_layers']
+           'max_slope', 'Rule', 'register', 'Graph', 'call', 'Op', 'trace', 'follow_inplace', 'share_trace',
+           'lanczos_max', 'start_vectors', 'linear_norm', 'window_count', 'gain', 'combine', 'effective', 'change',
+           'eval_mode', 'copy_model', 'one_thread', 'check_model', 'Stage', 'stages', 'is_chain', 'prunable_layers']
 
 # %% ../nbs/01a_graph.ipynb #6e7c10fb
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # the layers whose weights are pruned
@@ -327,6 +327,17 @@ def follow_inplace(g:fx.Graph,       # a traced graph (changed in place)
             if order[u] > order[n]: u.replace_input_with(src, n)
         n.meta[_INPLACE] = True; found.append(n.name)
     return found
+
+# %% ../nbs/01a_graph.ipynb #914751c5
+def share_trace(copy:nn.Module,  # a deep copy of `model` (pruned or not): the same modules under the same names
+                model:nn.Module, # the network it was copied from
+               )->nn.Module:     # `copy`
+    "Give `copy` the trace of `model` where `model` has one, instead of tracing the copy again: the structure of an original is traced once."
+    if not (isinstance(copy, nn.Module) and isinstance(model, nn.Module)): raise TypeError("copy, model: expected two torch nn.Modules")
+    if model in _TRACES and copy not in _TRACES and type(copy) is type(model) and \
+       [n for n, _ in copy.named_modules(remove_duplicate=False)] == [n for n, _ in model.named_modules(remove_duplicate=False)]:
+        _TRACES[copy] = _TRACES[model]
+    return copy
 
 # %% ../nbs/01a_graph.ipynb #512b2c07
 def _tridiagonal_max(alphas:list, betas:list)->torch.Tensor:

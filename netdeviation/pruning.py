@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_choice, check_device, check_images, check_int
 from .graph import Stage, check_model, copy_model, effective, is_chain, one_thread, stages, prunable_layers
-from .channels import NORMS, ChannelGroup, channel_groups, channel_slices, zero_channels
+from .channels import NORMS, ChannelGroup, channel_groups, channel_slices, structure, zero_channels
 
 # %% auto #0
 __all__ = ['SCOPES', 'CLUSTERED_OPTIONS', 'PRUNING_METHODS', 'METHOD_KINDS', 'METHODS', 'CONNECTION_METHODS', 'NODE_METHODS',
@@ -766,7 +766,7 @@ def _check_groups(net:nn.Module, groups, data)->list:
         if data is None and getattr(net, "input_shape", None) is None:
             raise ValueError("groups: the model has no `input_shape` to trace it with; pass `groups=channel_groups(model, "
                              "torch.zeros(1, C, H, W))` or the pruning images `data`")
-        return channel_groups(net, None if data is None else _check_batch(net, data, "data")[:1])
+        return structure(net).groups(None if data is None else _check_batch(net, data, "data")[:1])  # one DependencyGraph per network
     if not isinstance(groups, (list, tuple)) or not all(isinstance(g, ChannelGroup) for g in groups):
         raise TypeError(f"groups: expected the list from `channel_groups(model, example_input)`, got {type(groups).__name__}")
     mods = dict(net.named_modules())
@@ -885,7 +885,7 @@ def prune(model:nn.Module,      # trained network (a chain or any traceable netw
          )->nn.Module:          # pruned copy; masks held by `torch.nn.utils.prune`
     "A pruned copy of `model`: `apply_masks(deepcopy(model), compute_masks(...))`."
     _layers(check_model(model))
-    net = copy_model(model).to(check_device(device))
+    net = structure(model).adopt(copy_model(model).to(check_device(device)))  # the copy shares the original's trace and channel groups
     net, masks, plan, opts = _plan(net, method, amount, data, scope, seed, layers, device, activations, progress, options, groups)
     if opts.get("merge"):
         st = stages(net)[1]

@@ -18,10 +18,12 @@ def test_bench_advisor_smoke(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
     m = r["lenet_300_100"]
     for k in ("measure_features_s", "advise_s", "step_s", "advise_fraction_of_step", "advise_fraction_of_epoch",
-              "measure_features_fraction_of_step", "advise_with_features_pass_fraction_of_step"):
+              "measure_features_fraction_of_step", "advise_with_features_pass_fraction_of_step", "measure_features_again_s",
+              "measure_features_fraction_of_epoch", "measure_features_again_fraction_of_epoch"):
         assert isinstance(m[k], float) and m[k] >= 0, k
     assert m["advise_fraction_of_step"] == pytest.approx(m["advise_s"]/m["step_s"], rel=2e-3)
     assert m["advise_fraction_of_epoch"] == pytest.approx(m["advise_s"]/(m["step_s"]*m["steps_per_epoch"]), rel=2e-3)
+    assert m["measure_features_fraction_of_epoch"] == pytest.approx(m["measure_features_s"]/(m["step_s"]*m["steps_per_epoch"]), rel=2e-3)
     assert (m["n_train"], m["n_val"], m["advise_repeats"], m["steps_timed"], m["steps_per_epoch"]) == (512, 200, 1, 3, 4)
     assert m["advice"]["status"] in ("none", "recovers", "unlikely") and m["original"].startswith("trained here")
     fc = m["forecaster"]
@@ -34,4 +36,5 @@ def test_bench_advisor_smoke(tmp_path):
     assert isinstance(ld["first_load_s"], float) and ld["first_load_s"] >= 0 and ld["goal_s"] == 2.0
     g = r["goals"]
     assert isinstance(g["load_advisor_first_s_le_2"], bool) and isinstance(g["advise_fraction_of_epoch_le_0.10"]["lenet_300_100"], bool)
+    assert isinstance(g["measure_features_fraction_of_epoch_le_0.10"]["lenet_300_100"], bool)
     assert g["goal_advise_fraction_of_epoch"] == 0.10

@@ -53,7 +53,7 @@ def test_last_request_wins(gate):
 def _counting(monkeypatch)->dict:
     "Count the library calls `explore` makes."
     n = {}
-    for name in ("deviation", "deviation_sweep", "retraining_bounds", "measure_features", "advise", "prune", "evaluate", "get_baseline"):
+    for name in ("measure", "features", "deviation", "deviation_sweep", "retraining_bounds", "measure_features", "advise", "prune", "evaluate", "get_baseline"):
         real = getattr(E, name)
         def counted(*a, _real=real, _name=name, **k):
             n[_name] = n.get(_name, 0) + 1

@@ -9,7 +9,7 @@ PKG, NBS = ROOT/"netdeviation", ROOT/"nbs"
 
 # HOUSE.md's floors: a module imports only modules on lower floors (`checks`, floor 0, imports none of the package).
 FLOORS = {"checks": 0, "data": 1, "models": 1, "graph": 1, "channels": 1.5, "paper": 1, "sweeps": 1, "training": 2, "pruning": 2, "deviation": 3,
-          "bounds": 3, "forecast": 3, "retraining": 4, "corpus": 5, "advisor": 5, "report": 6, "explorer": 6, "cli": 7}
+          "bounds": 3, "forecast": 3, "measure": 4, "retraining": 4, "corpus": 5, "advisor": 5, "report": 6, "explorer": 6, "cli": 7}
 # Sideways imports the project accepts today. A new entry needs a reason; one that is no longer used fails
 # `test_sideways_imports_are_still_needed`.
 SIDEWAYS = {("advisor", "corpus")}  # the advisor learns from the corpus's features: one idea (HOUSE.md's `advisor`) in two rooms

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #7c0413ca
 from __future__ import annotations
-import itertools, numbers, os, pickle
+import itertools, math, numbers, os, pickle
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path

@@ -39,8 +39,13 @@ def _has_bn(model:nn.Module)->bool: return any(isinstance(m, nn.modules.batchnor
 # %% ../nbs/05b_measure.ipynb #fb741172
 def fingerprint(tensors, # (name, tensor) pairs, e.g. `model.state_dict(keep_vars=True).items()`
                )->tuple: # what changes when one is replaced or written to
-    "Storage, in-place version counter, shape, dtype and sum of every tensor: equal fingerprints mean the same values, for all that a cache needs."
-    return tuple((k, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.detach().sum(dtype=torch.float64).item()) for k, t in tensors)
+    "Storage, in-place version counter, shape, dtype, sum and position-weighted sum of every tensor (a permutation of the values at a reused address changes the last)."
+    return tuple((k, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.detach().sum(dtype=torch.float64).item(), _weighted(t)) for k, t in tensors)
+
+def _weighted(t:torch.Tensor)->float:
+    "Σ (i+1)·t_i in float64, i the flat position: equal sums of reordered values differ here."
+    v = t.detach().reshape(-1)
+    return (v*torch.arange(1, v.numel() + 1, device=v.device, dtype=v.dtype if v.is_floating_point() else torch.int64)).sum(dtype=torch.float64).item()
 
 # %% ../nbs/05b_measure.ipynb #4ed76a7b
 @dataclass(eq=False, repr=False)

@@ -173,3 +173,12 @@ def test_a_sweep_traces_and_builds_the_dependency_graph_once(monkeypatch):
     for a in (0.1, 0.2, 0.3, 0.5, 0.7, 0.8):
         measure_features(prune(base.model, "magnitude_node", a, data=data.x_val), base, data, method="magnitude_node")
     assert n == {"trace": 1, "build_dependency": 1}
+
+
+def test_fingerprint_tells_reordered_values_apart():
+    from netdeviation.measure import fingerprint
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]]); b = a.flip(1)       # the same values, so the same sum, in another order
+    (*_, sa, wa), (*_, sb, wb) = fingerprint([("w", a)])[0], fingerprint([("w", b)])[0]
+    assert sa == sb and wa != wb
+    c = torch.arange(6).reshape(2, 3)                                # integer buffers (e.g. num_batches_tracked) too
+    assert fingerprint([("n", c)])[0][-1] != fingerprint([("n", c.flip(1))])[0][-1]

@@ -37,6 +37,7 @@ CLUSTERED_OPTIONS = {"clustering": ("kmeans", "ward"),                        # 
                      "keep": ("random", "centre", "weight_norm", "bias"),
                      "merge": (False, True)}
 
+# %% ../nbs/03_pruning.ipynb #0a45e9f9
 def _check_amount(amount)->float:
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
         raise TypeError(f"amount: expected a fraction in [0, 1), got {type(amount).__name__} {amount!r}")
@@ -90,6 +91,7 @@ def magnitude_mask(w:torch.Tensor,    # weights (any shape)
     mask.view(-1)[idx[torch.argsort(w.detach().flatten()[idx].abs(), stable=True)[:n_pruned(len(idx), amount)]]] = 0
     return mask
 
+# %% ../nbs/03_pruning.ipynb #a79af13d
 def random_mask(w:torch.Tensor,             # weights (any shape)
                 amount:float,               # fraction of the unpruned entries to prune
                 generator:torch.Generator,  # a CPU generator (the draw is device-independent)
@@ -126,6 +128,7 @@ def node_weight_norm(stage:Stage, # a hidden stage
     w_in, w_out = effective(stage.layer), effective(nxt.layer)
     return w_in.abs().reshape(n, -1).sum(1) + _out_view(w_out, n).abs().sum((0, 2))  # eq. 4.12
 
+# %% ../nbs/03_pruning.ipynb #2e3d42ac
 def _ones(st:list[Stage], device)->dict:
     return {s.name: {p: torch.ones_like(t, device=device) for p in ("weight", "bias")
                      if (t := getattr(s.layer, p)) is not None} for s in st}
@@ -228,6 +231,7 @@ def _gram(X:torch.Tensor)->tuple:
     X = X.double()
     with one_thread(): return X @ X.T, X.mean(1), X.shape[1]
 
+# %% ../nbs/03_pruning.ipynb #85102d41
 def first_equal_row(X:torch.Tensor, # (n, D) one row per point
                    )->np.ndarray:   # (n,) index of the first row exactly equal to each row (itself if none)
     "Exact duplicate rows of `X`, found by an integer checksum of their bits (order-free, so thread-independent) and checked."
@@ -244,6 +248,7 @@ def first_equal_row(X:torch.Tensor, # (n, D) one row per point
         else: first[i] = j
     return first
 
+# %% ../nbs/03_pruning.ipynb #87255c0d
 def gram_embedding(G:torch.Tensor, # Gram matrix of n points
                   )->np.ndarray:   # (n, n) points with the same pairwise distances
     "Points $Z = V\\Lambda^{1/2}$ from the centred Gram matrix $JGJ = V\\Lambda V^T$ (rounding-level eigenvalues set to 0)."
@@ -256,6 +261,7 @@ def gram_embedding(G:torch.Tensor, # Gram matrix of n points
     lam = np.where(lam > len(lam)*np.finfo(float).eps*max(lam.max(initial=0), 0), lam, 0)   # rounding noise, not spread
     return V * np.sqrt(lam)
 
+# %% ../nbs/03_pruning.ipynb #df7a4cc4
 def node_points(y:torch.Tensor,     # a stage output, (N, n, ...) or (N, n*r) after `Flatten`
                 n:int,              # number of nodes (filters) of the stage
                 nodes=None,         # indices of the nodes to embed; default all
@@ -313,6 +319,7 @@ def keep_one_per_cluster(labels:np.ndarray, # cluster of each node
     keep[order[first | top_up]] = True
     return keep
 
+# %% ../nbs/03_pruning.ipynb #c6a59dea
 def keep_scores(rule:str,            # 'random', 'centre', 'weight_norm' or 'bias'
                 stage:Stage,         # the hidden stage being pruned
                 nxt:Stage,           # the stage after it
@@ -423,16 +430,19 @@ class RandomConnections(ConnectionMethod):
     name = "random"
     def compute_mask(self, w, amount, default_mask, generator): return random_mask(w, amount, generator, default_mask)
 
+# %% ../nbs/03_pruning.ipynb #62621a00
 class MagnitudeConnections(ConnectionMethod):
     "Weight-magnitude connection pruning: the smallest |w| go (`magnitude_mask`, torch's `l1_unstructured`)."
     name = "magnitude"
     def compute_mask(self, w, amount, default_mask, generator): return magnitude_mask(w, amount, default_mask)
 
+# %% ../nbs/03_pruning.ipynb #4f440541
 class RandomNodes(NodeMethod):
     "Random node pruning: a uniform random score per node."
     name = "random_node"
     def scores(self, nodes, generator): return torch.rand(nodes.n, generator=generator).to(nodes.device)
 
+# %% ../nbs/03_pruning.ipynb #e681b8fd
 class MagnitudeNodes(NodeMethod):
     "Magnitude node pruning: the nodes of smallest incoming plus outgoing L1 weight norm go (eq. 4.12)."
     name = "magnitude_node"
@@ -453,6 +463,7 @@ class Clustered(NodeMethod):
 PRUNING_METHODS = {}  # name -> `PruningMethod` subclass: every method `prune` and `compute_masks` know
 METHOD_KINDS = ("connection", "node")
 
+# %% ../nbs/03_pruning.ipynb #8d744fc1
 def register_method(cls:type,           # a subclass of `ConnectionMethod` or `NodeMethod` with a `name`
                     replace:bool=False, # allow replacing a method already registered under that name
                    )->type:             # `cls`, so this works as a class decorator
@@ -476,6 +487,7 @@ def get_method(method,     # a name in `PRUNING_METHODS`, or a `PruningMethod` o
         return method
     return PRUNING_METHODS[check_choice(method, "method", tuple(PRUNING_METHODS))](**options)
 
+# %% ../nbs/03_pruning.ipynb #4aaf9619
 def method_kind(method, # a name in `PRUNING_METHODS`, a `PruningMethod` object or class
                )->str:  # 'connection' or 'node'
     "Whether `method` prunes connections (single weights) or nodes (whole nodes or channels)."
@@ -634,6 +646,7 @@ def group_weight_norm(net:nn.Module, # the network
     "L1 norm of each channel's weights in every layer of its group: out rows plus in columns (eq. 4.12 on a chain)."
     return sum(channel_slices(effective(mod), m).abs().flatten(1).sum(1) for m, mod in _members(net, g, ("out", "in"), "weight"))
 
+# %% ../nbs/03_pruning.ipynb #e97d6daa
 def _remaining_channels(net:nn.Module, g:ChannelGroup, device)->torch.Tensor:
     "Channels of `g` not pruned yet: some incoming weight of a producing layer still unmasked (torch's structured rule)."
     left = torch.zeros(g.n, dtype=torch.bool, device=device)
@@ -691,6 +704,7 @@ def group_outputs(model:nn.Module,    # any network (pruned or not)
     ys = {o: torch.cat(v) for o, v in seen.items()}
     return {g.name: torch.cat([ys[o].reshape(len(x), g.n, -1) for o in g.outputs], 2) for g in groups}
 
+# %% ../nbs/03_pruning.ipynb #5a1138f5
 def _group_scores(rule:str, net:nn.Module, g:ChannelGroup, dist:np.ndarray, generator)->torch.Tensor:
     "Keep score of each channel of `g` under `rule` (as `keep_scores` for a layer)."
     if rule == "random": return torch.rand(g.n, generator=_check_generator(generator))
@@ -754,6 +768,7 @@ def get_masks(model:nn.Module, # a pruned (or dense) network
                 for p in ("weight", "bias") if (t := getattr(l, p, None)) is not None}
             for n, l in {**layers, **masked}.items()}
 
+# %% ../nbs/03_pruning.ipynb #9ee3619e
 def _check_weights(st:list[Stage]):
     for s in st:
         for p in ("weight", "bias"):
@@ -844,6 +859,7 @@ def compute_masks(model:nn.Module,      # trained network (left untouched), prun
 # %% ../nbs/03_pruning.ipynb #1a54eec6
 _all_ = ["copy_model"]  # defined in `graph` (the one copy of a model); importable from here as before
 
+# %% ../nbs/03_pruning.ipynb #17daa149
 def _maskable(model:nn.Module)->dict:
     "{name: module} of the prunable layers, then of every other module with a weight or bias tensor (a BatchNorm)."
     layers = dict(_layers(model))
@@ -870,6 +886,7 @@ def apply_masks(model:nn.Module, # pruned in place
             setattr(layers[name], p, effective(layers[name], p))    # a leaf tensor, so the model can be deep-copied
     return model
 
+# %% ../nbs/03_pruning.ipynb #f35da92b
 def prune(model:nn.Module,      # trained network (a chain or any traceable network); left untouched
           method,               # a name in `PRUNING_METHODS` (the paper's `METHODS` or one registered), or a method object
           amount:float,         # fraction of the unpruned weights per layer (connection) or of the unpruned nodes per hidden layer / channel group (node), in [0, 1)

@@ -49,17 +49,20 @@ def weights(model:nn.Module,          # a network from `get_model`, pruned or no
     _check_model(model); _check_bool(include_bias, "include_bias")
     return {k: effective(l, p) for k, l, p in _entries(model, include_bias)}
 
+# %% ../nbs/05_bounds.ipynb #c510c686
 def _masks(model:nn.Module, include_bias:bool=False)->dict[str, torch.Tensor]:
     "The 0/1 pruning mask of each tensor `weights` returns (all ones where a layer is not pruned): `get_masks`, flat."
     keys = {k for k, _, _ in _entries(model, include_bias)}  # masks of other modules (BatchNorm) are not part of W
     return {k: m for n, d in get_masks(model).items() for p, m in d.items() if (k := f"{n}.{p}") in keys}
 
+# %% ../nbs/05_bounds.ipynb #d39fcbf7
 def sq_norm(tensors:dict[str, torch.Tensor], # per-layer tensors
            )->float:
     "$\\sum_l \\|T^{(l)}\\|_F^2$ over a dict of tensors."
     if not isinstance(tensors, dict): raise TypeError(f"tensors: expected a dict of name -> torch.Tensor (e.g. from `weights`), got {type(tensors).__name__}")
     return sum(t.double().pow(2).sum().item() for t in tensors.values())  # eq. 3.6
 
+# %% ../nbs/05_bounds.ipynb #964cad46
 def _sub(a:dict, b:dict)->dict:
     "Per-layer difference `a - b` of two dicts of tensors."
     return {k: a[k].to(b[k].device) - b[k] for k in a}
@@ -130,6 +133,7 @@ def mu_secant(grad:dict,      # ∇L at W
     d = sq_norm(_sub(w, w_star))
     return math.sqrt(sq_norm(_sub(grad, grad_star))/d) if d > 0 else math.inf  # eq. 3.2 / 3.3
 
+# %% ../nbs/05_bounds.ipynb #9be91f68
 def mu_pl(grad_sq:float,   # ‖∇L(W)‖² (eq. 3.6)
           loss:float,      # L(W)
           loss_star:float, # L(W*)
@@ -241,6 +245,7 @@ class Curvature:
         if self.mu <= 0: return f"inapplicable: λ_min = {self.lam_min:.3g} is not certified positive (margin {self.margin:.2g})"
         return f"proven: λ_min ≥ {self.mu:.6g} ({how})"
 
+# %% ../nbs/05_bounds.ipynb #66e201d2
 def _lanczos(hvp, dim:int, steps:int, seed:int)->tuple[torch.Tensor, torch.Tensor, int]:
     "Ritz values (ascending) and the unit Ritz vector of the smallest, by Lanczos with full reorthogonalisation."
     g = torch.Generator().manual_seed(seed)
@@ -283,18 +288,21 @@ def curvature(hvp,                    # v ↦ H v on 1-d float64 tensors of leng
     scale = theta.abs().max().item()
     return Curvature(theta[0].item(), theta[-1].item(), rtol*scale, False, k + 1, dim, rho)
 
+# %% ../nbs/05_bounds.ipynb #bc9fcd12
 def certified_mu(hvp,       # `hvp(v)`: the Hessian (a symmetric map) applied to a vector
                  dim:int,   # the dimension of its domain
                  **kwargs)->float:
     "A certified lower bound on H's smallest eigenvalue (NaN where `curvature` certifies none); `kwargs` go to `curvature`."
     return curvature(hvp, dim, **kwargs).mu
 
+# %% ../nbs/05_bounds.ipynb #7b2e41d5
 def certified_beta(hvp,       # `hvp(v)`: the Hessian (a symmetric map) applied to a vector
                    dim:int,   # the dimension of its domain
                    **kwargs)->float:
     "A certified upper bound on H's spectral norm (NaN where `curvature` certifies none); `kwargs` go to `curvature`."
     return curvature(hvp, dim, **kwargs).beta
 
+# %% ../nbs/05_bounds.ipynb #695ab254
 def hessian_operator(model:nn.Module,               # network at the point W, evaluated in eval mode
                      x:torch.Tensor,                 # images of the loss (retraining minimises the training loss)
                      y:torch.Tensor,                 # their labels
@@ -339,6 +347,7 @@ def status_kind(status:str, # a bound's status, as `RetrainingBounds.status` (or
     if kind not in STATUS_KINDS: raise ValueError(f"status: expected one starting with one of {list(STATUS_KINDS)} (or a stored 'ok'), got {status!r}")
     return kind
 
+# %% ../nbs/05_bounds.ipynb #7382654d
 def _num(x:float, limit:float)->str:
     "`x` to 3 significant digits, more where needed to show on which side of `limit` it lies."
     for d in range(3, 18):
@@ -457,6 +466,7 @@ def gamma_free_bounds(delta_s:float,            # Δ_s = L(W_sparse) − L*, the
 # %% ../nbs/05_bounds.ipynb #b16da2a2
 MU_METHODS = ("auto", "secant", "pl")
 
+# %% ../nbs/05_bounds.ipynb #83aa5c61
 def _shapes(model:nn.Module)->dict: return {n: tuple(layer.weight.shape) for n, layer in prunable_layers(model)}
 
 def _layout(model:nn.Module)->str:
@@ -479,6 +489,7 @@ def check_pruned(model:nn.Module,                # the pruned network
                          f"the network {name} was pruned from{hint}")
     return model
 
+# %% ../nbs/05_bounds.ipynb #17710674
 def _mu_method(method:str|None, mu:str)->str:
     if mu not in MU_METHODS: raise ValueError(f"mu: expected one of {list(MU_METHODS)}, got {mu!r}")
     if method is not None and method not in METHODS:
@@ -624,6 +635,7 @@ def fit_gamma(estimate, # Theorem 1 at γ = 1, one value per run
     le, lt = _log_pairs(estimate, measured)
     return float(np.exp(np.mean(lt - le)))
 
+# %% ../nbs/05_bounds.ipynb #f90460f8
 @dataclass
 class GammaCalibration:
     "γ fitted on some runs and its predictions for held-out runs."
@@ -640,6 +652,7 @@ class GammaCalibration:
 
     def __repr__(self): return f"GammaCalibration({', '.join(f'{k}={v:.4g}' for k, v in self.summary.items())})"
 
+# %% ../nbs/05_bounds.ipynb #a86ed670
 def calibrate_gamma(estimate,   # Theorem 1 at γ = 1, one value per run
                     measured,   # measured epochs to recover
                     train=None, # bools: True = used to fit γ, False = held out; None: leave-one-out

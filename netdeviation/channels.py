@@ -20,6 +20,7 @@ __all__ = ['NORMS', 'Member', 'ChannelGroup', 'channel_slices', 'zero_channels',
 # %% ../nbs/01b_channels.ipynb #b785fe1b
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)     # per-channel affine modules masked with the channels they normalise
 
+# %% ../nbs/01b_channels.ipynb #f4bdb52a
 @dataclass(frozen=True, eq=False)
 class Member:
     "One parameter of the model cut by a group's channels: channel `c` owns `index[c]` along dimension `dim`."
@@ -31,6 +32,7 @@ class Member:
 
     def __repr__(self): return f"Member({self.module}.{self.param}, {self.kind}, dim={self.dim}, {tuple(self.index.shape)})"
 
+# %% ../nbs/01b_channels.ipynb #27ae6b1f
 @dataclass(eq=False)
 class ChannelGroup:
     "Output channels the network ties together (a residual add, a BatchNorm, a flatten), pruned as one unit."
@@ -42,12 +44,14 @@ class ChannelGroup:
 
     def __repr__(self): return f"ChannelGroup({self.name!r}, n={self.n}, producers={self.producers}, {len(self.members)} members)"
 
+# %% ../nbs/01b_channels.ipynb #c9cf23f5
 def channel_slices(t:torch.Tensor, # a parameter (or its mask) of `member.module`
                    member:Member,   # the member it belongs to
                   )->torch.Tensor:  # (n, r, ...) a copy: row c holds channel c's entries of `t`
     "The entries of `t` each channel of `member`'s group owns: `t.movedim(dim, 0)[index]`."
     return t.movedim(member.dim, 0)[member.index.to(t.device)]
 
+# %% ../nbs/01b_channels.ipynb #1a23b247
 def zero_channels(t:torch.Tensor, # a parameter's mask (changed in place)
                   member:Member,   # the member it belongs to
                   channels,        # which channels: a bool tensor (n,) or channel indices
@@ -198,6 +202,7 @@ class Structure:
         m = self.ref()
         return f"Structure({type(m).__name__ if m is not None else 'a network gone'}, channel groups for input shapes {[k[1] for k in self.cache]})"
 
+# %% ../nbs/01b_channels.ipynb #ee6e708c
 _STRUCTURES = weakref.WeakKeyDictionary()   # network -> (its modules' identities, its `Structure`)
 
 def structure(model:nn.Module, # any network (a chain or one `trace` and Torch-Pruning accept)

@@ -34,6 +34,7 @@ def check_device(device:str|torch.device, # a device name or `torch.device`
                          f"(cuda:0 to cuda:{n-1}); use one of those or 'cpu'")
     return d
 
+# %% ../nbs/00_checks.ipynb #b5f37241
 def _need_tensor(x, name:str, what:str):
     import torch
     if not isinstance(x, torch.Tensor):
@@ -54,6 +55,7 @@ def check_images(x:torch.Tensor, # images (any shape), floating point
                              "remove or replace those images first")
     return x.float()
 
+# %% ../nbs/00_checks.ipynb #f3aaa4fc
 def check_labels(y:torch.Tensor,       # class labels, integer dtype
                  n:int|None=None,      # expected number of labels (one per image), if known
                  n_classes:int|None=None, # labels must lie in `[0, n_classes)`, if given
@@ -86,6 +88,7 @@ def check_int(value,                # the value to check
     if low is not None and value < low: raise ValueError(f"{name}: must be {want}, got {value}")
     return int(value)
 
+# %% ../nbs/00_checks.ipynb #11a194a5
 def check_float(value,                  # the value to check
                 name:str,               # the parameter's name, for the error message
                 low:float|None=None,    # lower limit, if any
@@ -105,6 +108,7 @@ def check_float(value,                  # the value to check
         raise ValueError(f"{name}: must be {cond}, got {value}")
     return v
 
+# %% ../nbs/00_checks.ipynb #856ae88c
 def _same(a, b)->bool:
     "`a == b` as a plain bool, never equating `True` with `1` (and False for values that do not compare)."
     if isinstance(a, bool) != isinstance(b, bool): return False

@@ -46,9 +46,11 @@ exit status:
   130  interrupted (run the same command again to resume)
 """
 
+# %% ../nbs/08_cli.ipynb #1a0fa407
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DASK_TIMEOUT = 5.0  # seconds to wait for a Dask scheduler to answer
 
+# %% ../nbs/08_cli.ipynb #dd404432
 def _whole(s:str, name:str, kind:type)->int|float:
     try: return kind(s)
     except ValueError: raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {s!r}") from None
@@ -110,6 +112,7 @@ def _parser()->argparse.ArgumentParser:
     b.add_argument("--device", type=_device, default="cpu", help="'cpu' or a CUDA device such as 'cuda'")
     return p
 
+# %% ../nbs/08_cli.ipynb #95710d6f
 @contextmanager
 def _executor(address:str|None, workers:int|None, timeout:float=DASK_TIMEOUT):
     "The Dask cluster's executor at `address` (None: the default process pool), connected within `timeout` seconds."

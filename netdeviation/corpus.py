@@ -268,6 +268,7 @@ def check_noise(curves:pd.DataFrame, # a corpus's curves (`corpus_table`): run, 
         return 1.4826*np.median(np.abs(d - np.median(d)))/math.sqrt(2) if len(d) >= 4 else np.nan
     return float(np.nanmedian([one(c) for _, c in curves.groupby("run")]))
 
+# %% ../nbs/06a_corpus.ipynb #bf265af8
 def _readme(runs:pd.DataFrame, curves:pd.DataFrame)->str:
     tols = sorted(float(c.split("_", 1)[1]) for c in runs if c.startswith("status_"))
     st = {t: runs[f"status_{t:g}"].value_counts().reindex(list(STATUSES), fill_value=0).to_dict() for t in tols}
@@ -316,6 +317,7 @@ def corpus_grid(archs=tuple(CORPUS_ARCHS),  # architectures (names in `CORPUS_AR
 
 CORPUS_FIXED = dict(seed=0, recipes=list(V1_RECIPES), cap=CAP, n_train=8000, n_val=1000)  # the committed v1 corpus's settings
 
+# %% ../nbs/06a_corpus.ipynb #c5c58c42
 V2_AMOUNTS = {"connection": (0.3, 0.6, 0.8, 0.9, 0.95), "node": (0.1, 0.3, 0.5, 0.7, 0.8)}
 V2_ARCH_ORDER = ("lenet_300_100", "lenet5", "bn_cnn_small", "resnet8_w4", "lenet5_caffe")  # cheapest first
 

@@ -30,13 +30,16 @@ MAX_BYTES = 4 * 2**30                        # `from_dataset` refuses to build f
 _SOURCES = {"mnist": ("MNIST", "MNIST/raw"), "fashion_mnist": ("Fashion-MNIST", "FashionMNIST/raw"),
             "cifar10": ("CIFAR-10", "cifar-10-batches-py")}
 
+# %% ../nbs/00_data.ipynb #2be6fa76
 class DataError(RuntimeError):
     "A dataset could not be found or read."
 
+# %% ../nbs/00_data.ipynb #8897fb61
 def cache_dir()->Path:
     "Folder for downloads and checkpoints: `NETDEVIATION_CACHE`, else `~/.cache/netdeviation`."
     return Path(os.environ.get("NETDEVIATION_CACHE", Path.home()/".cache"/"netdeviation")).expanduser()
 
+# %% ../nbs/00_data.ipynb #9b9731af
 def find_data_dir(data_dir:str|Path|None=None, # folder holding `MNIST/raw`, `FashionMNIST/raw` or `cifar-10-batches-py`
                  )->tuple[Path, bool]:          # the folder, and whether torchvision may download into it
     "The data root: `data_dir`, then `NETDEVIATION_DATA`, then the cache folder (download allowed)."
@@ -475,6 +478,7 @@ def load_mnist(data_dir:str|Path|None=None,      # folder holding `MNIST/raw`; e
     "MNIST as normalised in-memory tensors with the seeded 55,000 / 5,000 train / validation split."
     return _load("mnist", data_dir, device, seed, n_val)
 
+# %% ../nbs/00_data.ipynb #b9c1cd8e
 def load_fashion_mnist(data_dir:str|Path|None=None,   # folder holding `FashionMNIST/raw`; else `NETDEVIATION_DATA`, else download
                        device:str|torch.device="cpu", # where the tensors live
                        seed:int=0,                    # seed of the 55,000 / 5,000 split
@@ -538,6 +542,7 @@ def load_cifar10(data_dir:str|Path|None=None,   # folder holding `cifar-10-batch
     "CIFAR-10 as in-memory tensors, standardised per channel, with a seeded 45,000 / 5,000 train / validation split."
     return _load("cifar10", data_dir, device, seed, n_val)
 
+# %% ../nbs/00_data.ipynb #c463f246
 def load_dataset(name:str,                      # one of `DATASETS`: 'mnist', 'fashion_mnist' or 'cifar10'
                  data_dir:str|Path|None=None,   # the data root; else `NETDEVIATION_DATA`, else download
                  device:str|torch.device="cpu", # where the tensors live

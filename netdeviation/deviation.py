@@ -128,6 +128,7 @@ def operator_norm(layer:nn.Module,          # an `nn.Linear` or `nn.Conv2d`
 # %% ../nbs/04_deviation.ipynb #84d68e1c
 NORMS, REDUCES, COMBINES, SIGNS = ("spectral", "frobenius"), ("max", "mean"), ("sum", "quadrature"), ("abs", "raw")
 
+# %% ../nbs/04_deviation.ipynb #75ce19d8
 def _jacobian_norms(layer:nn.Module, shape:tuple, weight:torch.Tensor, d:torch.Tensor|None, norm:str,
                     tol:float=1e-6)->torch.Tensor:
     "Per-sample norm of $\\mathrm{diag}(d)A$ for inputs of `shape` ($A$ itself when `d` is None)."
@@ -192,6 +193,7 @@ def _chain_form(model:nn.Module)->bool:
     except ValueError: return False
     return True
 
+# %% ../nbs/04_deviation.ipynb #fc1260d8
 @dataclass(eq=False, repr=False)
 class Activations:
     "The original network on the pruning data: computed once, reused for every pruned network of a sweep."
@@ -215,6 +217,7 @@ class Activations:
         shapes = ", ".join(f"{n} {tuple(y.shape[1:])}" for n, y in zip(self.names, self.ys[1:]))
         return f"Activations({getattr(self.model, 'name', type(self.model).__name__)}, {len(self.ys[0])} samples: {shapes})"
 
+# %% ../nbs/04_deviation.ipynb #f170e383
 @torch.no_grad()
 def original_activations(model:nn.Module,  # the original (trained) network
                          x:torch.Tensor,   # the pruning images, e.g. `load_mnist().x_val`
@@ -233,6 +236,7 @@ def original_activations(model:nn.Module,  # the original (trained) network
             ds.append(slopes(s.post, zs[-1])); ys.append(s.post(zs[-1]))
     return Activations(model, st, params, ys, zs, ds, lips, device)
 
+# %% ../nbs/04_deviation.ipynb #f43b79b9
 @patch
 def _stage_index(self:Activations, i)->int:
     "`i` checked as a stage index."
@@ -250,6 +254,7 @@ def jacobian_norms(self:Activations, i:int, # stage index (0 = first prunable la
         self.cache[key] = _jacobian_norms(self.stages[i].layer, tuple(self.ys[i].shape), self.params[i][0], self.slopes[i], norm)
     return self.cache[key]
 
+# %% ../nbs/04_deviation.ipynb #1243d42a
 @patch
 def operator_norm(self:Activations, i:int, weight:torch.Tensor)->float:
     "$\\|\\hat A_i\\|_2$ of stage `i` with `weight` on its actual input size (computed once per weights)."
@@ -457,6 +462,7 @@ class GraphActivations:
     def __repr__(self):
         return f"GraphActivations({getattr(self.model, 'name', type(self.model).__name__)}, {len(self.x)} samples, {self.graph!r})"
 
+# %% ../nbs/04_deviation.ipynb #e4436d62
 def graph_activations(model:nn.Module,     # the original (trained) network, any model `graph.trace` accepts
                       x:torch.Tensor,      # the pruning images
                       device="cpu",        # where to compute
@@ -514,6 +520,7 @@ def propagate(graph,          # a `graph.Graph`
             inb = b[o.inputs[0]]
             b[o.name] = terms.get(o.name, 0.0) + (gains[o.name]*inb if inb > 0 else 0.0)
 
+# %% ../nbs/04_deviation.ipynb #20fc5803
 @torch.no_grad()
 def _graph_terms(a:GraphActivations, pruned:nn.Module)->tuple:
     "Per parameter op: its change on the original activations and the actual deviation after it; the LHS and $\\|Y\\|_F$."
@@ -557,6 +564,7 @@ def _graph_deviation(model:nn.Module, pruned, a:GraphActivations, norm:str, redu
                      n_samples=len(a.x), norm=norm, reduce=reduce, combine=combine, lhs_out=lhs,
                      total_paper=propagate(a.graph, terms, pap), total_rigorous=propagate(a.graph, terms, rig))
 
+# %% ../nbs/04_deviation.ipynb #991914e5
 @torch.no_grad()
 def recalibrate_batchnorm(model:nn.Module,    # a (pruned) network; its BatchNorm statistics are replaced in place
                           x:torch.Tensor,     # the pruning images (never the test set)
@@ -626,6 +634,7 @@ def summary(self:Deviation)->dict:
             **{f"share_{n}": s for n, s in zip(self.layers, self.shares)},
             "norm": self.norm, "reduce": self.reduce, "combine": self.combine, "n_samples": self.n_samples}
 
+# %% ../nbs/04_deviation.ipynb #3f711016
 @patch
 def to_dataframe(self:Deviation)->pd.DataFrame:
     "Per-layer terms: actual deviation, the paper's $\\varepsilon_l$ and the rigorous terms with their factors."
@@ -634,6 +643,7 @@ def to_dataframe(self:Deviation)->pd.DataFrame:
                          "eps_rigorous": self.eps_rigorous, "share_rigorous": self.shares_rigorous},
                         index=pd.Index(self.layers, name="layer"))
 
+# %% ../nbs/04_deviation.ipynb #4f8a6502
 @patch
 def __repr__(self:Deviation)->str:
     head = (f"Deviation({self.model}, {self.n_samples} samples, sparsity {self.sparsity:.3f}, norm={self.norm!r}, "
@@ -643,6 +653,7 @@ def __repr__(self:Deviation)->str:
             f"  rigorous bound   {self.bound_rigorous:.6g}  tightness {self.tightness_rigorous:.4g}\n")
     return head + self.to_dataframe().to_string(float_format=lambda v: f"{v:.4g}")
 
+# %% ../nbs/04_deviation.ipynb #24f14fb6
 @patch
 def plot(self:Deviation, ax=None, # matplotlib axes; default a new figure
         )->plt.Axes:
@@ -679,6 +690,7 @@ _all_ = ["AMOUNTS"]  # the paper's grid (Figs 3.1-3.3), defined in `paper`; impo
 D_GRID = AMOUNTS  # the common grid of `D_grid`: every sweep normalises by max |dev| over these amounts
 SWEEP_GROUP = ("model", "method", "seed")  # one sweep of amounts: the rows `D` and `D_grid` normalise together
 
+# %% ../nbs/04_deviation.ipynb #ad72ea68
 def _as_list(v, name:str)->list:
     "A single value or a sequence as a non-empty list."
     out = [v] if isinstance(v, (str, numbers.Number)) else list(v) if isinstance(v, Iterable) and not isinstance(v, dict) else None
@@ -707,6 +719,7 @@ def grid_scales(rows:pd.DataFrame, # sweep rows: `SWEEP_GROUP` columns, 'amount'
     top = g.assign(_a=g[col].abs()).groupby(list(SWEEP_GROUP))._a.max()
     return top.where(full.reindex(top.index, fill_value=False)).rename("_scale")
 
+# %% ../nbs/04_deviation.ipynb #5f9bcdb2
 def grid_net_deviation(rows:pd.DataFrame,           # sweep rows: `SWEEP_GROUP` columns, 'amount' and `col`
                        grid_rows:pd.DataFrame|None=None, # rows holding the whole `D_GRID` of the same groups (default `rows`)
                        sign:str="abs",              # 'abs': |dev|/scale; 'raw': dev/scale
@@ -721,6 +734,7 @@ def grid_net_deviation(rows:pd.DataFrame,           # sweep rows: `SWEEP_GROUP` 
     out = num/s.where(s > 0)
     return out.mask(s == 0, np.where(d == 0, 0.0, np.inf)).rename("D_grid")  # a grid of zero deviations: 0, as for D
 
+# %% ../nbs/04_deviation.ipynb #02c42818
 def deviation_sweep(model:nn.Module,          # the original (trained) network
                     x:torch.Tensor,           # pruning images, e.g. `load_mnist().x_val`
                     methods=("random", "magnitude", "clustered"), # names in `METHODS`
@@ -759,6 +773,7 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
     df.insert(df.columns.get_loc("D") + 1, "D_grid", grid_net_deviation(df, full, sign).to_numpy())
     return df
 
+# %% ../nbs/04_deviation.ipynb #a4ba9bd9
 def plot_sweep(df:pd.DataFrame,  # from `deviation_sweep` (one model)
                y:str="D",        # column to draw against the pruning percentage
                ax=None,          # matplotlib axes; default a new figure

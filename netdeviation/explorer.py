@@ -97,6 +97,7 @@ def bound_label(name:str, # a bound's name, a key of `netdeviation.bounds.BOUNDS
     "The human label of bound `name`."
     return BOUND_LABELS.get(name, name.replace("_", " "))
 
+# %% ../nbs/09_explorer.ipynb #2bda299e
 def fmt(v:float,       # the number
         digits:int=3,  # significant digits
        )->str:

@@ -27,9 +27,11 @@ __all__ = ['PRUNABLE', 'GELU_LIP', 'GELU_TANH_LIP', 'SILU_LIP', 'WEIGHTED', 'AFF
 # %% ../nbs/01a_graph.ipynb #6e7c10fb
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # the layers whose weights are pruned
 
+# %% ../nbs/01a_graph.ipynb #f4bdb52a
 class UnsupportedOperation(ValueError):
     "The network holds an operation `graph` has no rule for."
 
+# %% ../nbs/01a_graph.ipynb #27ae6b1f
 def max_slope(f:Callable,      # a scalar function, applied elementwise to a float64 tensor
               lo:float=-8.,    # search interval
               hi:float=8.,     # (the interval's upper end)
@@ -50,6 +52,7 @@ def max_slope(f:Callable,      # a scalar function, applied elementwise to a flo
         else: a = c
     return max(slope((a + b)/2), float(d.max()))
 
+# %% ../nbs/01a_graph.ipynb #c9cf23f5
 GELU_LIP = 0.5*(1 + math.erf(1)) + math.exp(-1)/math.sqrt(math.pi)   # Φ(√2) + √2 φ(√2), the largest slope of GELU
 GELU_TANH_LIP = max_slope(lambda t: F.gelu(t, approximate="tanh"))
 SILU_LIP = max_slope(F.silu)
@@ -61,6 +64,7 @@ class Rule:
     kind:str                 # 'weighted', 'affine', 'pointwise', 'maxpool', 'linear', 'shape', 'scale', 'add', 'cat', 'meta'
     lip:Callable|None=None   # lip(module or None, args, kwargs) -> float, for 'pointwise' and 'scale'
 
+# %% ../nbs/01a_graph.ipynb #1a23b247
 def _const(c:float)->Callable: return lambda m, args, kwargs: c
 def _leaky(m, args, kwargs)->float:
     s = m.negative_slope if m is not None else kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
@@ -84,6 +88,7 @@ WEIGHTED, AFFINE = Rule("weighted"), Rule("affine")
 _pointwise = lambda lip: Rule("pointwise", lip)
 MAXPOOL, LINEAR, SHAPE, ADD, CAT, META = Rule("maxpool"), Rule("linear"), Rule("shape"), Rule("add"), Rule("cat"), Rule("meta")
 
+# %% ../nbs/01a_graph.ipynb #ee6e708c
 MODULE_RULES = {
     nn.Linear: WEIGHTED, nn.Conv1d: WEIGHTED, nn.Conv2d: WEIGHTED,
     nn.BatchNorm1d: AFFINE, nn.BatchNorm2d: AFFINE,
@@ -114,6 +119,7 @@ METHOD_RULES = {
     "mean": LINEAR, "add": ADD, "mul": Rule("scale", _scale), "size": META, "dim": META,
 }
 
+# %% ../nbs/01a_graph.ipynb #b37bc348
 def register(key,       # a module class, a function, or a method name (str)
              rule:Rule, # what the operation does to a perturbation
             ):
@@ -171,6 +177,7 @@ class Graph:
             if keep is None or n.name in keep: out[n.name] = v
         return out
 
+# %% ../nbs/01a_graph.ipynb #2502f9ca
 def _call(n:fx.Node, mods:dict, env:dict):
     "Evaluate one fx node with its inputs from `env` (an in-place operation works on a copy, so `env` stays intact)."
     args = fx.node.map_arg(n.args, lambda a: env[a.name]); kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a.name])
@@ -207,6 +214,7 @@ class Op:
         "Module path of a call_module op."
         return self.target if self.op == "call_module" else None
 
+# %% ../nbs/01a_graph.ipynb #24919a8d
 class _Chain(nn.Module):
     "An `nn.Sequential`'s children under their own names, with the plain chain forward (traceable)."
     def __init__(self, seq:nn.Sequential):
@@ -387,6 +395,7 @@ def start_vectors(shape:tuple,         # the batch's shape, (N, ...)
     "Seeded random start vectors for Lanczos (the same on every device)."
     return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
 
+# %% ../nbs/01a_graph.ipynb #a57d26a5
 def linear_norm(fn:Callable,          # a linear map, batched over dim 0 (e.g. a bias-free convolution)
                 shape:tuple,          # shape of one input sample
                 device="cpu",         # where to compute
@@ -398,6 +407,7 @@ def linear_norm(fn:Callable,          # a linear map, batched over dim 0 (e.g. a
     _, vjp = torch.func.vjp(fn, z)
     return lanczos_max(lambda v: vjp(fn(v))[0], start_vectors((1, *shape), device=device), tol, max_iter).sqrt().item()
 
+# %% ../nbs/01a_graph.ipynb #54296609
 def _pool_args(n:fx.Node, m:nn.Module|None)->dict:
     "kernel_size, stride, padding, dilation, ceil_mode of a max-pool module or call."
     if m is not None: return {k: getattr(m, k) for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
@@ -432,6 +442,7 @@ def window_count(shape:tuple,       # one sample's shape (C, L) or (C, H, W)
         counts.append(max(c) if c else 0)
     return math.prod(counts)
 
+# %% ../nbs/01a_graph.ipynb #4f811c2c
 def gain(op:Op,              # an operation with one input
          model:nn.Module,     # the model (or pruned copy) whose parameters to use
          in_shape:tuple,      # one sample's input shape
@@ -459,6 +470,7 @@ def gain(op:Op,              # an operation with one input
         return linear_norm(lambda v: _call(op.node, mods, {**(env or {}), src: v}), in_shape, device=device)
     raise ValueError(f"op: '{op.name}' ({k}) has no single gain; combine its inputs' bounds with `combine`")
 
+# %% ../nbs/01a_graph.ipynb #4ca564d7
 def combine(op:Op,      # an `add` or a concatenation
             bounds:list, # the bounds of its inputs
            )->float:
@@ -479,6 +491,7 @@ def effective(layer:nn.Module, # a module, pruned (torch prune masks) or not
     if t is None: raise ValueError(f"p: {type(layer).__name__} has no {p}")
     return t.detach()
 
+# %% ../nbs/01a_graph.ipynb #1576139a
 def _maybe(m:nn.Module, p:str)->torch.Tensor|None:
     return effective(m, p) if getattr(m, p, None) is not None or hasattr(m, p + "_orig") else None
 
@@ -549,6 +562,7 @@ def one_thread(libraries:bool=True, # also limit NumPy's and scikit-learn's BLAS
 # %% ../nbs/01a_graph.ipynb #35ffde2d
 MODEL_DTYPES = (torch.float32, torch.float64)   # the weight dtypes pruning and deviation support
 
+# %% ../nbs/01a_graph.ipynb #065e28e2
 def check_model(model:nn.Module,  # a network to prune or to measure
                 name:str="model", # the parameter's name, for the error message
                )->nn.Module:      # `model` itself
@@ -582,6 +596,7 @@ class Stage:
         "Number of output nodes (Linear) or filters (Conv2d)."
         return self.layer.weight.shape[0]
 
+# %% ../nbs/01a_graph.ipynb #14d2647f
 def _walk(model:nn.Sequential)->tuple[nn.Sequential, list[Stage]]:
     "The one walk over a chain's children: its prefix and stages (or the error saying why it is not a chain)."
     prefix, found = [], []
@@ -611,6 +626,7 @@ def stages(model:nn.Sequential, # a `LayeredNet` or any `nn.Sequential` of named
     if hit[2] is not None: raise ValueError(str(hit[2])) from None
     return hit[1]
 
+# %% ../nbs/01a_graph.ipynb #9b739684
 def is_chain(model:nn.Module, # any network
             )->bool:
     "True when `model` splits into `stages`: an `nn.Sequential` of prunable layers and parameter-free modules."
@@ -618,6 +634,7 @@ def is_chain(model:nn.Module, # any network
     except (TypeError, ValueError): return False
     return True
 
+# %% ../nbs/01a_graph.ipynb #97af9811
 def prunable_layers(model:nn.Module, # any network `trace` accepts (a `LayeredNet`, an `nn.Sequential`, a ResNet, ...)
                    )->list[tuple[str, nn.Module]]:
     "`(name, module)` of every prunable layer (Linear, Conv1d, Conv2d), in forward order."

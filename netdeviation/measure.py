@@ -86,6 +86,7 @@ class Original:
 _ORIGINALS = OrderedDict()   # id(network) -> its `Original`: the last few
 KEEP = 4                     # originals kept
 
+# %% ../nbs/05b_measure.ipynb #f48334b9
 def _key(baseline:Baseline, x:torch.Tensor, y:torch.Tensor, device)->tuple:
     w0 = baseline.w_initial
     return (fingerprint(baseline.model.state_dict(keep_vars=True).items()), id(w0), None if w0 is None else fingerprint(w0.items()),

@@ -47,12 +47,14 @@ def _act(act:str)->nn.Module:
     if act not in ACTIVATIONS: raise ValueError(f"act: expected one of {sorted(ACTIVATIONS)}, got {act!r}")
     return ACTIVATIONS[act]()
 
+# %% ../nbs/01_models.ipynb #f4bdb52a
 def lenet_300_100(act:str="relu", # hidden activation: 'relu' or 'sigmoid' (the authors' code used sigmoid)
                  )->LayeredNet:
     "LeNet-300-100: 784-300-100-10 fully connected, 266,610 parameters."
     return LayeredNet(OrderedDict(flatten=nn.Flatten(), fc1=nn.Linear(784, 300), act1=_act(act),
                                   fc2=nn.Linear(300, 100), act2=_act(act), fc3=nn.Linear(100, 10)), name="lenet_300_100")
 
+# %% ../nbs/01_models.ipynb #27ae6b1f
 def lenet5(act:str="relu", # activation after every hidden layer
           )->LayeredNet:
     "Classic LeNet-5 (as the thesis describes it): conv6-conv16-fc120-fc84-10, 61,706 parameters."
@@ -62,6 +64,7 @@ def lenet5(act:str="relu", # activation after every hidden layer
         fc1=nn.Linear(400, 120), act3=_act(act), fc2=nn.Linear(120, 84), act4=_act(act), fc3=nn.Linear(84, 10)),
         name="lenet5")
 
+# %% ../nbs/01_models.ipynb #c9cf23f5
 def lenet5_caffe(act:str="relu", # activation after every hidden layer
                 )->LayeredNet:
     "LeNet-5-Caffe of Han et al. 2015: conv20-conv50-fc500-10, 431,080 parameters."
@@ -89,6 +92,7 @@ class BasicBlock(nn.Module):
     def forward(self, x:torch.Tensor)->torch.Tensor:
         return self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))) + self.shortcut(x))
 
+# %% ../nbs/01_models.ipynb #1a23b247
 class ResNet(nn.Module):
     "CIFAR-style ResNet (He et al. 2016, §4.2): a 3×3 stem, three stages of `BasicBlock`s, global average pool, linear head."
     def __init__(self, depth:int=20,          # 6n+2 weighted layers: 8, 14, 20, ...
@@ -120,6 +124,7 @@ class ResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(self.act1(self.bn1(self.conv1(x))))))
         return self.fc(self.flatten(self.pool(x)))
 
+# %% ../nbs/01_models.ipynb #ee6e708c
 def resnet(depth:int=20,              # 6n+2: 8, 14, 20, ...
            in_channels:int=1,         # channels of the input images
            num_classes:int=10,        # outputs of the head
@@ -130,6 +135,7 @@ def resnet(depth:int=20,              # 6n+2: 8, 14, 20, ...
     "A CIFAR-style ResNet of `depth` layers (He et al. 2016, §4.2), option-B projection shortcuts."
     return ResNet(depth, in_channels, num_classes, input_shape, width, act)
 
+# %% ../nbs/01_models.ipynb #b37bc348
 def bn_cnn(act:str="relu",            # activation after every hidden layer
            in_channels:int=1,         # channels of the input images
            num_classes:int=10,        # outputs of the head
@@ -164,12 +170,14 @@ MODELS = {"lenet_300_100": lenet_300_100, "lenet5": lenet5, "lenet5_caffe": lene
           "resnet8": partial(resnet, 8), "resnet20": partial(resnet, 20), "bn_cnn": bn_cnn}
 PAPER_MODELS = ("lenet_300_100", "lenet5", "lenet5_caffe")  # the paper's networks and Han et al.'s anchor
 
+# %% ../nbs/01_models.ipynb #2502f9ca
 def get_model(name:str, # a name in `MODELS`: 'lenet_300_100', 'lenet5', 'lenet5_caffe', 'resnet8', 'resnet20' or 'bn_cnn'
               **kwargs, # passed to the constructor, e.g. `act="sigmoid"`, `in_channels=3`
              )->nn.Module:
     "A freshly initialised model by name."
     return MODELS[check_choice(name, "model", MODELS)](**kwargs)
 
+# %% ../nbs/01_models.ipynb #24919a8d
 def n_params(model:nn.Module, # any network
             )->int:
     "Number of parameters (weights and biases)."

@@ -93,6 +93,7 @@ METHOD_COLORS = {"random": "#1f77b4", "magnitude": "#ff7f0e", "random_node": "#2
 OTHER_COLOR = "#7f7f7f"        # a method METHOD_COLORS does not name
 MODEL_ORDER = tuple(MODELS)      # figures and panels in this order (then any other model, by name)
 
+# %% ../nbs/07b_report.ipynb #c69df3f9
 def _order(names, known)->list: return sorted(set(names), key=lambda n: (known.index(n) if n in known else len(known), n))
 def _models(df:pd.DataFrame)->list[str]: return _order(df.model, MODEL_ORDER)
 
@@ -126,6 +127,7 @@ def deviation_figure(dev:pd.DataFrame, # rows of the net_deviation sweep
     ax.set_ylabel("Net Deviation D (eq. 3.13)"); ax.set_title(f"{model}: D before retraining"); _legend(fig)
     return fig
 
+# %% ../nbs/07b_report.ipynb #711d20a4
 def accuracy_figure(dev:pd.DataFrame, # rows of the net_deviation sweep
                    )->Figure:
     "Figure 3.3: test accuracy before retraining against the pruning percentage, one panel per model (in `MODEL_ORDER`)."
@@ -170,6 +172,7 @@ SCORES = {"D": "Net Deviation D (eq. 3.13)", "D_grid": "Net Deviation on the com
           "tightness": "tightness LHS/bound"}
 TARGETS = {"acc_drop": "test-accuracy drop before retraining", "measured": "epochs to recover"}
 
+# %% ../nbs/07b_report.ipynb #ba0888ae
 def with_grid_deviation(rows:pd.DataFrame,      # sweep rows (e.g. retraining rows): model, method, seed, amount, dev
                         grid_rows:pd.DataFrame, # rows holding the whole `D_GRID` of the same groups (the net_deviation sweep)
                         sign:str="abs",         # as the sweeps' D: 'abs' or 'raw'
@@ -180,6 +183,7 @@ def with_grid_deviation(rows:pd.DataFrame,      # sweep rows (e.g. retraining ro
     out["D_grid"] = out.D_grid.fillna(grid) if "D_grid" in out else grid
     return out
 
+# %% ../nbs/07b_report.ipynb #bb692933
 def validity_table(dev:pd.DataFrame|None,  # rows of the net_deviation sweep (for the accuracy drop)
                    ret:pd.DataFrame|None,  # rows of the retraining sweep (for the epochs to recover)
                    n_boot:int=2000,        # bootstrap resamples
@@ -221,6 +225,7 @@ def verdict(vt:pd.DataFrame, # from `validity_table`
         out.append(s)
     return "\n\n".join(out)
 
+# %% ../nbs/07b_report.ipynb #010c36d3
 def clustered_vs_random(dev:pd.DataFrame,       # rows of the net_deviation sweep
                         min_amount:float=0.6,   # 'high compression': amounts at or above this
                        )->pd.DataFrame:         # per (model, amount): mean D and test accuracy of both methods
@@ -251,6 +256,7 @@ def _figures(dev:pd.DataFrame)->list[tuple[Figure, str, str]]:
         out.append((deviation_figure(dev, m), f"fig3_{n}_D_{m}" if n else f"fig_D_{m}", f"Figure 3.{n}: Net Deviation D, {m}" if n else f"Net Deviation D, {m}"))
     return out + [(accuracy_figure(dev), "fig3_3_test_acc", "Figure 3.3: test accuracy before retraining")]
 
+# %% ../nbs/07b_report.ipynb #27d79686
 def save_figure(fig:Figure, # a figure
                 out:Path,   # the folder to write into (it exists)
                 name:str,   # the file name, without extension
@@ -261,6 +267,7 @@ def save_figure(fig:Figure, # a figure
             atomic_write(out/f"{name}.{ext}", lambda tmp: fig.savefig(tmp, format=ext, **kw))
     return out/f"{name}.png"
 
+# %% ../nbs/07b_report.ipynb #62674cce
 def figures_from_rows(rows_dir:str|Path,           # a report's folder: it holds net_deviation_rows.csv
                       out_dir:str|Path|None=None,  # where to write the figures (default: `rows_dir`)
                      )->dict:                      # figure name -> path of its PNG
@@ -283,6 +290,7 @@ def to_markdown(df:pd.DataFrame, # any table; the index is written as columns
 def _save_table(df:pd.DataFrame, out:Path, name:str)->str:
     df.to_csv(out/f"{name}.csv"); md = to_markdown(df); (out/f"{name}.md").write_text(md); return md
 
+# %% ../nbs/07b_report.ipynb #3e6fd3e3
 REPORT_SWEEPS = ("net_deviation", "retraining", "han")  # the sweeps a report reads
 REPORT_TITLE = "# netdeviation reproduction"             # the first line of a report's README.md
 
@@ -292,6 +300,7 @@ def _load(runs:Path, sweep:str)->pd.DataFrame|None:
     df = collect(p, broken="ignore")  # the report lists the runs it leaves out itself
     return None if df.empty else df
 
+# %% ../nbs/07b_report.ipynb #49f7b5ba
 def check_out_dir(out_dir:str|Path, # the folder a report is to replace
                   name:str="out_dir", # the parameter's name, for the error message
                  )->Path:             # `out_dir`, absolute
@@ -320,6 +329,7 @@ def _whole_folder(out:Path):
         shutil.rmtree(tmp, ignore_errors=True); raise
     shutil.rmtree(old, ignore_errors=True)
 
+# %% ../nbs/07b_report.ipynb #29c84a33
 def _left_out(runs:Path)->pd.DataFrame:
     p = problem_runs(runs)
     return p[p.sweep.isin(REPORT_SWEEPS)].reset_index(drop=True)
@@ -334,6 +344,7 @@ def brief(message:str, # an error message, perhaps a traceback
 def _runs_words(left:pd.DataFrame, n:int=5)->str:
     return "; ".join(f"{r.sweep}/{r.run_id} ({r.state}: {brief(r.reason, 80)})" for r in left.head(n).itertuples()) + (" ..." if len(left) > n else "")
 
+# %% ../nbs/07b_report.ipynb #744d3746
 VALIDITY_TITLE = "Is Net Deviation a stand-in for test accuracy?"  # the validity section of a report's README.md
 VALIDITY_NOTE = "Spearman ρ, bootstrap 95% intervals; D_grid is on the common grid 10–80% (retraining rows joined to the net_deviation rows).\n\n"
 
@@ -353,6 +364,7 @@ def _replace_section(text:str, title:str, body:str)->str:
     i = text.index(head) + len(head); j = text.find("\n## ", i)
     return text[:i] + "\n" + body.rstrip("\n") + "\n" + (text[j:] if j >= 0 else "")
 
+# %% ../nbs/07b_report.ipynb #f97dff1f
 def validity_from_rows(rows_dir:str|Path, # a report's folder: net_deviation_rows.csv and/or retraining_rows.csv
                        n_boot:int=2000,   # bootstrap resamples
                       )->dict:            # name -> path of every file rewritten
@@ -369,6 +381,7 @@ def validity_from_rows(rows_dir:str|Path, # a report's folder: net_deviation_row
         readme.write_text(_replace_section(text, "Verdict", words)); files["README"] = readme
     return files
 
+# %% ../nbs/07b_report.ipynb #e962d2d7
 def report(runs_dir:str|Path,   # a folder of sweeps: net_deviation/, retraining/, han/ (any may be missing)
            out_dir:str|Path,    # the report's folder: new, empty, or an earlier report (it is replaced as a whole)
            n_boot:int=2000,     # bootstrap resamples of the validity study
@@ -429,6 +442,7 @@ def default_dirs(mode:str, # 'quick' or 'full'
     if root is not None: return root/"nbs"/"_runs", root/"nbs"/"results"/mode
     return Path.cwd()/"runs", Path.cwd()/"results"/mode
 
+# %% ../nbs/07b_report.ipynb #5962412c
 def baselines_needed(plan:dict, # one of `PLANS`: sweep name -> its grid and fixed parameters
                     )->list[tuple]: # (model, config, seed) of each baseline its runs load, without repeats
     "The baselines a reproduction plan needs, read from its grids and the templates' defaults."
@@ -440,6 +454,7 @@ def baselines_needed(plan:dict, # one of `PLANS`: sweep name -> its grid and fix
             need.append((r["model"], r.get("config") or "paper", r.get("seed", 0)))
     return list(dict.fromkeys(need))
 
+# %% ../nbs/07b_report.ipynb #1f57c07c
 def _check_mode(mode:str)->str:
     if mode not in PLANS: raise ValueError(f"mode: expected one of {sorted(PLANS)}, got {mode!r}")
     return mode
@@ -449,6 +464,7 @@ def plan_specs(mode:str="quick", # 'quick' or 'full'
     "The sweeps a reproduction runs, checked against their templates."
     return [grid_spec(sweep, p["grid"], p["fixed"], name=sweep) for sweep, p in PLANS[_check_mode(mode)].items()]
 
+# %% ../nbs/07b_report.ipynb #ecdf95e3
 def reproduce(mode:str="quick",              # 'quick' (smoke size, minutes) or 'full' (the paper's grid, 3 seeds)
               runs_dir:str|Path|None=None,   # default: see `default_dirs`
               out_dir:str|Path|None=None,    # default: see `default_dirs`

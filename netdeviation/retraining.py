@@ -84,6 +84,7 @@ class RecoveryTime(NamedTuple):
                                    f"({self.lower_iterations} < iterations <= {self.iterations})")
         return f"not recovered by the last check ({self.lower_iterations} iterations, {self.lower_epochs:.3f} epochs)"
 
+# %% ../nbs/06_retraining.ipynb #698020c1
 CROSSINGS = ("first", "median3")  # a check meets a rule by itself, or by the median of the last three checks
 
 def smoothed(values,                # a curve's values (loss or accuracy), one per check, in order
@@ -95,6 +96,7 @@ def smoothed(values,                # a curve's values (loss or accuracy), one p
     if crossing == "first" or len(v) < 2: return v
     return np.array([np.median(v[max(0, i - 2):i + 1]) for i in range(len(v))])
 
+# %% ../nbs/06_retraining.ipynb #2047f40f
 def _first_meeting(curve:pd.DataFrame, loss:float|None, acc:float|None, combine:str="or", crossing:str="first")->RecoveryTime:
     "The first row of `curve` whose (smoothed) loss <= `loss` or/and acc >= `acc` (a None target is not used), and the row before it."
     sm = {k: pd.Series(smoothed(curve[k], crossing), index=curve.index) for k in ("loss", "acc")}
@@ -255,6 +257,7 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
                          resolution, reference, target, dict(checks[0]), dict(checks[-1]), curve, cfg, pruned_model,
                          schedule, stop, rel if schedule == "geometric" else None, crossing, pd.DataFrame(told) if fc is not None else None)
 
+# %% ../nbs/06_retraining.ipynb #564f8673
 def recovery_curve(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prune masks); trained in place
                    data:Data,                     # a `Data` (or dict / 6-tuple)
                    original:Baseline|nn.Module,   # the unpruned original

@@ -69,10 +69,12 @@ SWEEPS = {"net_deviation": "sweeps/net_deviation.ipynb",  # model x method x amo
           "corpus": "sweeps/corpus.ipynb"}                # the recoverability corpus: features before retraining, recovery curves
 RESULT_PARAM = "result_path"  # the parameter through which a template learns where to save its result
 
+# %% ../nbs/07_sweeps.ipynb #ba60680e
 def nbs_dir()->Path:
     "The repository's `nbs/` folder (present when the package is installed from a clone with `pip install -e`)."
     return Path(netdeviation.__file__).resolve().parents[1]/"nbs"
 
+# %% ../nbs/07_sweeps.ipynb #5d772ce0
 def find_notebook(notebook:str|Path, # a name in `SWEEPS` or the path of a template notebook
                  )->Path:
     "The path of a sweep template notebook."
@@ -88,6 +90,7 @@ def find_notebook(notebook:str|Path, # a name in `SWEEPS` or the path of a templ
                                 "repository's nbs/sweeps/ (install with `pip install -e .` from a clone, or pass the .ipynb path)")
     return p
 
+# %% ../nbs/07_sweeps.ipynb #8e3e8807
 def _literal(src:str):
     try: return ast.literal_eval(src)
     except (ValueError, SyntaxError): return None  # an expression: no type to check against
@@ -149,8 +152,10 @@ def _check_name(name):
         raise ValueError(f"name: expected a folder name inside the runs folder (no '/' or '\\', not '.', '..' or "
                          f"starting with '.'), got {name!r}")
 
+# %% ../nbs/07_sweeps.ipynb #241dbc75
 GRID_KEYS = ("notebook", "name", "grid", "fixed")
 
+# %% ../nbs/07_sweeps.ipynb #4c28a4d7
 def _read_grid_file(path:Path)->dict:
     if path.suffix not in (".json", ".toml"): raise ValueError(f"grid file: expected a .json or .toml file, got '{path.name}'")
     if not path.is_file(): raise FileNotFoundError(f"grid file: no such file '{path}'")
@@ -180,8 +185,10 @@ def load_grid(path:str|Path, # a .json or .toml grid file
 class RunStoreError(RuntimeError):
     "A run folder is incomplete, corrupt, or does not match its parameters."
 
+# %% ../nbs/07_sweeps.ipynb #059cb06d
 SCHEMA = 1  # version of the metrics.json layout
 
+# %% ../nbs/07_sweeps.ipynb #bc32b21a
 def _canonical(obj)->str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable)
 
@@ -197,6 +204,7 @@ def run_id(params:dict, # a run's parameters
     "A stable id for a run: 12 hex digits of the SHA-256 of its parameters."
     return _sha(params)[:12]
 
+# %% ../nbs/07_sweeps.ipynb #58fb3a1d
 def _write_json(path:Path, obj):
     "Write `obj` as JSON with `atomic_write`."
     atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=_jsonable))
@@ -233,6 +241,7 @@ def read_run(run_dir:str|Path, # a run's folder
     if not (run_dir/"run.ipynb").is_file(): raise RunStoreError(f"run '{run_dir}': the executed notebook run.ipynb is missing")
     return {**rec, "params": params}
 
+# %% ../nbs/07_sweeps.ipynb #1ee51872
 def run_state(run_dir:str|Path, # a run's folder
              )->str:
     "'missing', 'broken' (incomplete or corrupt), 'failed' (the notebook raised) or 'done'."
@@ -262,6 +271,7 @@ def _quiet_kernel_manager()->type:
             return await super()._async_launch_kernel(kernel_cmd, **kw)
     return QuietKernelManager
 
+# %% ../nbs/07_sweeps.ipynb #108d8244
 RUN_LOCK = ".lock"  # in each run folder: held (flock) by the process executing the run, and by its kernel
 
 @contextmanager
@@ -286,6 +296,7 @@ def _clear(run_dir:Path):
         if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
         else: p.unlink(missing_ok=True)
 
+# %% ../nbs/07_sweeps.ipynb #ea183cbb
 PATH_VARS = ("NETDEVIATION_CACHE", "NETDEVIATION_DATA")  # folders the templates read and write through the environment
 
 def _absolute_env():
@@ -293,6 +304,7 @@ def _absolute_env():
     for k in PATH_VARS:
         if os.environ.get(k): os.environ[k] = str(Path(os.environ[k]).expanduser().resolve())
 
+# %% ../nbs/07_sweeps.ipynb #d6d2b4e7
 def _check_timeout(timeout)->float|None:
     if timeout is None: return None
     return check_float(timeout, "timeout", 0, low_open=True)
@@ -358,6 +370,7 @@ def _init_worker(threads:int,          # torch threads for each run of this work
     if parent is not None: _die_with(parent)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ[k] = str(threads)
 
+# %% ../nbs/07_sweeps.ipynb #c0b31303
 def check_folder(path:str|Path, # a folder that may not exist yet
                  name:str="runs_dir", # the parameter's name, for the error message
                 )->Path:        # `path`, absolute
@@ -368,12 +381,14 @@ def check_folder(path:str|Path, # a folder that may not exist yet
     if p.exists() and not p.is_dir(): raise ValueError(f"{name}: '{p}' is a file; expected a folder (created if missing)")
     return p
 
+# %% ../nbs/07_sweeps.ipynb #8809f177
 def threads_per_worker(workers:int|None=None, # worker processes asked for; default: one per core
                       )->int:                 # torch threads of each worker
     "The torch threads each worker of the default pool gets: `cores // workers`, whatever the number of runs left."
     cores = os.cpu_count() or 1
     return max(1, cores // (cores if workers is None else check_int(workers, "workers", 1)))
 
+# %% ../nbs/07_sweeps.ipynb #dbdb4c3d
 def check_executor(executor:Executor|None, # a `concurrent.futures.Executor`, or None for the default process pool
                    workers:int|None,        # processes of the default pool
                   )->int|None:              # torch threads per worker of the default pool; None with another executor
@@ -384,6 +399,7 @@ def check_executor(executor:Executor|None, # a `concurrent.futures.Executor`, or
         raise ValueError("workers: only sets the size of the default process pool; leave it out when you pass an executor")
     return None
 
+# %% ../nbs/07_sweeps.ipynb #82016c45
 @dataclass
 class SweepResult:
     "What `run_sweep` did: the sweep's folder and the outcome of every run."
@@ -402,6 +418,7 @@ class SweepResult:
         parts = ", ".join(f"{self.count(s)} {s}" for s in ("done", "skipped", "failed", "lost") if self.count(s))
         return f"SweepResult({self.name!r}: {len(self.states)} runs: {parts or 'none'}; {self.elapsed_s:.1f} s; '{self.path}')"
 
+# %% ../nbs/07_sweeps.ipynb #f05db09c
 def run_sweep(notebook:str|Path,              # a name in `SWEEPS` or a template's path
               grid:dict|list[dict],           # parameter -> values (see `expand_grid`)
               fixed:dict|None=None,           # parameters shared by every run
@@ -416,6 +433,7 @@ def run_sweep(notebook:str|Path,              # a name in `SWEEPS` or a template
     "Run every combination of `grid` through `notebook`, one folder per run, skipping finished runs."
     return run_sweeps([grid_spec(notebook, grid, fixed, name)], runs_dir, executor, workers, retry_failed, timeout, progress)[0]
 
+# %% ../nbs/07_sweeps.ipynb #b7448f98
 def grid_spec(notebook:str|Path,        # a name in `SWEEPS` or a template's path
               grid:dict|list[dict],     # parameter -> values (see `expand_grid`)
               fixed:dict|None=None,     # parameters shared by every run
@@ -425,6 +443,7 @@ def grid_spec(notebook:str|Path,        # a name in `SWEEPS` or a template's pat
     nb = find_notebook(notebook)
     return GridSpec(nb, nb.stem if name is None else name, check_params(expand_grid(grid, fixed), nb))
 
+# %% ../nbs/07_sweeps.ipynb #22e5c50e
 def run_grid_file(path:str|Path,              # a .json or .toml grid file (see `load_grid`)
                   runs_dir:str|Path="runs",       # root of the run store
                   executor:Executor|None=None,    # any `concurrent.futures.Executor`; default: a local process pool
@@ -436,6 +455,7 @@ def run_grid_file(path:str|Path,              # a .json or .toml grid file (see 
     "Run the sweep described by a grid file; the other arguments are those of `run_sweep`."
     return run_sweeps([load_grid(path)], runs_dir, executor, workers, retry_failed, timeout, progress)[0]
 
+# %% ../nbs/07_sweeps.ipynb #b5a302bb
 class SweepLockedError(RuntimeError):
     "Another sweep is writing into a sweep's folder (it holds the folder's `.lock`)."
     def __init__(self,
@@ -445,6 +465,7 @@ class SweepLockedError(RuntimeError):
         self.root, self.holder = root, holder
         super().__init__(f"runs_dir: '{root}' is being written by another sweep ({holder}); wait for it to finish, or stop it")
 
+# %% ../nbs/07_sweeps.ipynb #b4f55759
 def _alive(host:str, pid:str)->bool:
     if host != socket.gethostname(): return True  # another machine's process cannot be checked from here
     try: os.kill(int(pid), 0)
@@ -489,6 +510,7 @@ def lock_folder(root:str|Path, # a sweep's folder (created if missing)
     finally:
         lock.unlink(missing_ok=True); os.close(fd)
 
+# %% ../nbs/07_sweeps.ipynb #0bab7f03
 def _todo(spec:GridSpec, root:Path, retry_failed:bool, res:SweepResult)->list[tuple[dict, str|None]]:
     "The runs of `spec` still to run, each with its `metrics.json` fingerprint now; the others are marked 'skipped' in `res`."
     todo = []
@@ -570,9 +592,11 @@ def _scan(root:Path)->tuple[dict[Path, dict], dict[Path, str]]:
         except RunStoreError as e: broken[d] = str(e).removeprefix(f"run '{d}': ")
     return recs, broken
 
+# %% ../nbs/07_sweeps.ipynb #2b7231a6
 class BrokenRunsWarning(UserWarning):
     "Some run folders could not be read (unfinished, truncated, edited) and were left out."
 
+# %% ../nbs/07_sweeps.ipynb #ea0a69dc
 def _check_runs_dir(runs_dir)->Path:
     root = Path(runs_dir)
     if not root.is_dir(): raise FileNotFoundError(f"runs_dir: no such folder '{root}'")
@@ -602,6 +626,7 @@ def collect(runs_dir:str|Path,      # a sweep's folder, or a folder of sweeps
         else: out += [{**_scalars(head), **row} for row in rec["result"].get("rows", [_scalars(rec["result"])])]
     return pd.DataFrame(out)
 
+# %% ../nbs/07_sweeps.ipynb #3c2151da
 def problem_runs(runs_dir:str|Path, # a sweep's folder, or a folder of sweeps
                 )->pd.DataFrame:    # one row per run that `collect` leaves out: sweep, run_id, state, reason, path
     "The runs under `runs_dir` without results: 'broken' folders (unfinished, corrupt) and 'failed' runs (the notebook raised)."

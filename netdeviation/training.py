@@ -53,12 +53,15 @@ class TrainConfig:
         check_int(self.batch_size, "batch_size", 1); check_float(self.weight_decay, "weight_decay", 0)
         check_float(self.momentum, "momentum", 0, 1, high_open=True)
 
+# %% ../nbs/02_training.ipynb #db6f130b
 OPTIMIZERS = {"adam": lambda ps, c: torch.optim.Adam(ps, lr=c.lr, weight_decay=c.weight_decay),
               "sgd": lambda ps, c: torch.optim.SGD(ps, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)}
 
+# %% ../nbs/02_training.ipynb #5bb4534c
 CONFIGS = {"paper": TrainConfig("adam", 0.01, 4, 128, "constant"),
            "default": TrainConfig("adam", 1e-3, 12, 128, "cosine")}
 
+# %% ../nbs/02_training.ipynb #e654f3b1
 def get_config(config:str|TrainConfig, # a name in `CONFIGS` or a `TrainConfig`
               )->TrainConfig:
     "The `TrainConfig` for a name (or the config itself)."
@@ -67,6 +70,7 @@ def get_config(config:str|TrainConfig, # a name in `CONFIGS` or a `TrainConfig`
         raise ValueError(f"config: expected one of {sorted(CONFIGS)} or a TrainConfig, got {config!r}")
     return CONFIGS[config]
 
+# %% ../nbs/02_training.ipynb #794235c1
 def make_optimizer(model:nn.Module,     # the network whose trainable parameters it updates
                    config:TrainConfig, # optimiser, learning rate, weight decay and momentum
                   )->torch.optim.Optimizer:
@@ -126,6 +130,7 @@ class History(list):
         "The record of the step at which `on_step` stopped the run, if it did."
         return next((r for r in self if r.get("stopped")), None)
 
+# %% ../nbs/02_training.ipynb #231569ea
 def _batches(n:int, batch_size:int, g:torch.Generator)->list[torch.Tensor]:
     return list(torch.randperm(n, generator=g).split(batch_size))
 
@@ -199,6 +204,7 @@ def state_equal(a:nn.Module, # a model
 class CheckpointError(RuntimeError):
     "A checkpoint is missing, corrupt or does not match its hash."
 
+# %% ../nbs/02_training.ipynb #739dc761
 def save_checkpoint(path:str|Path, # the `.pt` file; a `.json` sidecar with its hash is written beside it
                     payload:dict,  # tensors, numbers, strings, lists and dicts only
                    ):
@@ -209,6 +215,7 @@ def save_checkpoint(path:str|Path, # the `.pt` file; a `.json` sidecar with its 
     atomic_write(path, raw)
     atomic_write(path.with_suffix(".json"), json.dumps({"sha256": hashlib.sha256(raw).hexdigest()}).encode())
 
+# %% ../nbs/02_training.ipynb #799d3404
 def load_checkpoint(path:str|Path, # a `.pt` file written by `save_checkpoint`, with its `.json` sidecar
                    )->dict:
     "Load a checkpoint written by `save_checkpoint`, checking its hash; `CheckpointError` otherwise."
@@ -346,6 +353,7 @@ def _check_initial(model:nn.Module, w_initial)->dict|None:
                              "pass the state dict of the same architecture before training (e.g. copy.deepcopy(model.state_dict()))")
     return {k: v.detach().clone() for k, v in w_initial.items()}
 
+# %% ../nbs/02_training.ipynb #e43b578a
 def baseline_path(model:str,                # a name in `MODELS`
                   config:str,               # a name in `CONFIGS`
                   seed:int,                 # seed of the baseline
@@ -358,6 +366,7 @@ def baseline_path(model:str,                # a name in `MODELS`
     h = hashlib.sha256(repr(get_config(config)).encode()).hexdigest()[:8]
     return Path(cache or cache_dir()/"checkpoints")/f"{model}-{act}-{config}-{h}-seed{seed}.pt"
 
+# %% ../nbs/02_training.ipynb #a973032d
 def _check_data_arg(data)->Data|None:
     return None if data is None else as_data(data)
 
@@ -389,6 +398,7 @@ def _move_aside(path:Path)->Path|None:
         if i == 0: moved = q
     return moved
 
+# %% ../nbs/02_training.ipynb #e8b88ba2
 def train_baseline(model:str,                     # a name in `MODELS`
                    config:str="default",          # a name in `CONFIGS` (or a `TrainConfig`)
                    seed:int=0,                    # seeds initialisation and batch order
@@ -408,6 +418,7 @@ def train_baseline(model:str,                     # a name in `MODELS`
     hist = fit(net, data, cfg, seed=seed, device=device, progress=progress)
     return Baseline(net.eval(), w_initial, float(cfg.epochs), cfg, hist, seed, record=TrainRecord.from_fit(cfg, len(data.x_train), hist))
 
+# %% ../nbs/02_training.ipynb #c184b5a2
 def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`
                  config:str="default",            # a name in `CONFIGS`
                  seed:int=0,                      # seeds initialisation and batch order

@@ -21,7 +21,7 @@ from .data import Data, as_data
 from .checks import check_choice, check_device, check_float, check_images, check_int, check_labels
 from .graph import prunable_layers
 from .graph import effective
-from .pruning import METHODS, get_masks, method_kind
+from .pruning import PRUNING_METHODS, get_masks, method_kind
 from .models import model_name
 from .training import Baseline, TrainConfig, eval_mode, get_config
 
@@ -492,8 +492,8 @@ def check_pruned(model:nn.Module,                # the pruned network
 # %% ../nbs/05_bounds.ipynb #17710674
 def _mu_method(method:str|None, mu:str)->str:
     if mu not in MU_METHODS: raise ValueError(f"mu: expected one of {list(MU_METHODS)}, got {mu!r}")
-    if method is not None and method not in METHODS:
-        raise ValueError(f"method: expected one of {list(METHODS)} or None, got {method!r}")
+    if method is not None and method not in PRUNING_METHODS:
+        raise ValueError(f"method: expected one of the registered methods {list(PRUNING_METHODS)} or None, got {method!r}")
     if mu != "auto": return mu
     if method is None: raise ValueError("method: needed to choose μ when mu='auto'; pass the pruning method, or mu='secant'/'pl'")
     return "secant" if method_kind(method) == "connection" else "pl"

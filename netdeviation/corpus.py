@@ -20,7 +20,7 @@ from .checks import atomic_write, check_choice, check_device, check_float, check
 from .deviation import AMOUNTS, deviation_sweep
 from .measure import Measurement, mask_kind, measure, original
 from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_name, n_params
-from .pruning import METHODS, method_kind, prune
+from .pruning import METHODS, PRUNING_METHODS, method_kind, prune
 from .retraining import CROSSINGS, RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
 from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, fit, get_config,
                                    load_checkpoint, save_checkpoint, seed_everything)
@@ -192,7 +192,7 @@ def _recipes_for(recipes, cfg:TrainConfig)->list[str]:
 
 def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
                arch:str,                  # one of `CORPUS_ARCHS`
-               method:str,                # one of `METHODS`
+               method:str,                # a name in `PRUNING_METHODS`
                amounts=None,              # fractions to prune; default `CORPUS_AMOUNTS` of the method's kind
                seed:int=0,                # seeds the original, the pruning and the batch order
                recipes=V1_RECIPES,        # retraining recipes (see `retrain_config`)
@@ -209,7 +209,7 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
                crossing:str="first",      # when a check meets a tolerance (see `netdeviation.retraining.smoothed`)
               )->pd.DataFrame:            # one row per (amount, recipe): features, recovery columns and the curve
     "Prune one original at several amounts, measure every feature, retrain under each recipe and read the recovery."
-    check_choice(method, "method", METHODS); device = check_device(device)
+    check_choice(method, "method", tuple(PRUNING_METHODS)); device = check_device(device)
     kind = method_kind(method)
     if isinstance(amounts, (int, float, str)): raise TypeError(f"amounts: expected a list of fractions, e.g. [0.5, 0.9], got {amounts!r}")
     amounts = CORPUS_AMOUNTS[kind] if amounts is None else [check_float(a, "amounts", 0, 1, high_open=True) for a in amounts]

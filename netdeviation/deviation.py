@@ -24,7 +24,7 @@ from .graph import (MODULE_RULES, PRUNABLE, Stage, call, check_model, combine, e
 from .graph import change as op_change
 from .graph import effective
 from .paper import AMOUNTS
-from .pruning import METHODS, apply_masks, compute_masks, copy_model
+from .pruning import PRUNING_METHODS, apply_masks, compute_masks, copy_model
 from torch.nn.utils import prune as torch_prune
 
 # %% auto #0
@@ -737,7 +737,7 @@ def grid_net_deviation(rows:pd.DataFrame,           # sweep rows: `SWEEP_GROUP` 
 # %% ../nbs/04_deviation.ipynb #02c42818
 def deviation_sweep(model:nn.Module,          # the original (trained) network
                     x:torch.Tensor,           # pruning images, e.g. `load_mnist().x_val`
-                    methods=("random", "magnitude", "clustered"), # names in `METHODS`
+                    methods=("random", "magnitude", "clustered"), # names in `PRUNING_METHODS` (the paper's and any registered)
                     amounts=AMOUNTS,          # fractions of weights (connection) or nodes (node methods) per layer
                     seeds=(0,),               # pruning seeds (random masks, k-means)
                     norm:str="spectral",      # Jacobian norm of the paper's bound
@@ -752,8 +752,8 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
     "Deviation, both bounds and Net Deviation of `model` pruned by every method × amount × seed: `D` per sweep (eq. 3.13, not comparable across sweeps), `D_grid` on the common grid `D_GRID` (comparable; above 1 off the grid)."
     check_choice(norm, "norm", NORMS); check_choice(reduce, "reduce", REDUCES); check_choice(combine, "combine", COMBINES); check_choice(sign, "sign", SIGNS)
     methods, amounts, seeds = (_as_list(v, n) for v, n in ((methods, "methods"), (amounts, "amounts"), (seeds, "seeds")))
-    bad = [m for m in methods if not isinstance(m, str) or m not in METHODS]
-    if bad: raise ValueError(f"methods: expected names among {list(METHODS)}, got {methods}")
+    bad = [m for m in methods if not isinstance(m, str) or m not in PRUNING_METHODS]
+    if bad: raise ValueError(f"methods: expected names among the registered methods {list(PRUNING_METHODS)} (add one with `register_method`), got {methods}")
     device = check_device(device)
     x = _check_x(check_model(model), x)
     a = original_activations(model, x, device)

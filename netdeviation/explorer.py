@@ -30,7 +30,7 @@ from .data import MNISTData, check_choice, check_device, check_float, check_int,
 from .deviation import AMOUNTS, Activations, Deviation, deviation, deviation_sweep
 from .measure import Measurement, measure, original
 from .models import MODELS, PAPER_MODELS
-from .pruning import METHODS, prune
+from .pruning import METHODS, PRUNING_METHODS, prune
 from .training import Baseline, baseline_path, evaluate, get_baseline
 
 # %% auto #0
@@ -265,7 +265,7 @@ STEPS = ("baseline", "pruning", "sweep of D", "deviation", "test accuracy", "ret
 def _check_args(model, method, amount, tolerance, config, seed, gamma, beta_iters, device, threads, on_step):
     "`explore`'s arguments, each checked: a clear error naming the first bad one."
     if model not in MODELS: raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")
-    if method not in METHODS: raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
+    if method not in PRUNING_METHODS: raise ValueError(f"method: expected one of the registered methods {list(PRUNING_METHODS)}, got {method!r}")
     check_float(amount, "amount", 0, 1, high_open=True); check_float(tolerance, "tolerance", 0, 1, low_open=True)
     baseline_path(model, config, seed)  # config: a name in `CONFIGS`; seed: an integer
     check_float(gamma, "gamma", 0, low_open=True); check_int(beta_iters, "beta_iters", 1)
@@ -274,7 +274,7 @@ def _check_args(model, method, amount, tolerance, config, seed, gamma, beta_iter
     if on_step is not None and not callable(on_step): raise TypeError(f"on_step: expected a callable or None, got {on_step!r}")
 
 def explore(model:str="lenet_300_100", # a name in `MODELS`
-            method:str="magnitude",    # a name in `METHODS`
+            method:str="magnitude",    # a name in `PRUNING_METHODS`
             amount:float=0.5,          # fraction of weights (connection) or nodes (node methods) per layer, in [0, 1)
             tolerance:float=0.01,      # δ of the advice: recovered when val acc >= the original's − δ
             config:str="paper",        # training config of the baseline (and of the retraining bounds' η)

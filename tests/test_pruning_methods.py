@@ -123,3 +123,23 @@ def test_a_node_method_must_answer_a_keep_vector():
         def compute_mask(self, nodes, amount, generator, seed): return torch.ones(nodes.n)
     with registered(Bad), pytest.raises(ValueError, match=r"compute_mask must return a bool tensor of shape \(300,\)"):
         compute_masks(lenet(), "bad", 0.5)
+
+
+def test_a_registered_method_goes_through_the_sweep_the_bounds_and_the_explorer():
+    "`deviation_sweep`, the bounds' choice of μ and the explorer's checks take any registered method, and refuse it once it is gone."
+    from netdeviation.bounds import _mu_method
+    from netdeviation.deviation import deviation_sweep
+    from netdeviation.explorer import _check_args
+    m = lenet(); x = images(m)
+    explorer_args = lambda method: _check_args("lenet_300_100", method, 0.5, 0.01, "paper", 0, 1.0, 20, "cpu", None, None)
+    with registered(Largest), registered(LastNodes):
+        df = deviation_sweep(m, x, methods=("largest", "magnitude", "last_nodes"), amounts=(0.3, 0.5), progress=False)
+        assert sorted(set(df.method)) == ["largest", "last_nodes", "magnitude"] and len(df) == 6
+        dev = df.set_index(["method", "amount"]).dev
+        for a in (0.3, 0.5): assert abs(dev["largest", a]) > abs(dev["magnitude", a])  # removing the largest weights deviates more
+        assert (_mu_method("largest", "auto"), _mu_method("last_nodes", "auto")) == ("secant", "pl")  # μ follows the method's kind
+        explorer_args("largest"); explorer_args("last_nodes")
+    with pytest.raises(ValueError, match="methods: expected names among the registered methods"):
+        deviation_sweep(m, x, methods=("largest",), amounts=(0.3,), progress=False)
+    with pytest.raises(ValueError, match="method: expected one of the registered methods"): _mu_method("largest", "auto")
+    with pytest.raises(ValueError, match="method: expected one of the registered methods"): explorer_args("largest")

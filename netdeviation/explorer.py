@@ -154,7 +154,7 @@ class Exploration:
         g = f"how long to retrain: the advisor's answer, in epochs (δ = {a.tolerance:g}, recipe '{a.recipe}')"
         iv = lambda lo, hi: "—" if a.status == "none" else f"{fmt(e(lo))}–{fmt(e(hi))}"
         cap = ("the original's training length: recovery within the cap is unlikely" if a.status == "unlikely" else
-               "none needed" if a.status == "none" else "the 95% interval's upper end")
+               "none needed; the value is the original's training length" if a.status == "none" else "the 80% interval's upper end: 90% of recoveries come before it")
         return [(g, "answer", _ANSWERS[a.status][0], f"{_ANSWERS[a.status][1]} (advisor {a.advisor})"),
                 (g, "predicted", fmt(a.epochs), f"median, {a.iterations:,.0f} iterations"),
                 (g, "80% interval", iv(*a.interval80), "prediction interval"),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_training.ipynb #a106b1d4
 from __future__ import annotations
-import copy, hashlib, io, json, math, os, random, time, warnings
+import copy, hashlib, io, json, math, os, random, time, warnings, weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Data, as_data, load_mnist, cache_dir
+from .data import Data, as_data, load_mnist, cache_dir, find_data_dir
 from .checks import atomic_write, check_choice, check_device, check_float, check_images, check_int, check_labels
 from .models import get_model, model_name, MODELS, ACTIVATIONS
 from .graph import eval_mode
@@ -25,7 +25,7 @@ from .graph import eval_mode
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'CONFIGS', 'seed_everything', 'TrainConfig', 'get_config', 'make_optimizer', 'evaluate', 'History',
            'fit', 'state_equal', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'TrainRecord', 'Baseline',
-           'baseline_path', 'train_baseline', 'get_baseline']
+           'data_key', 'baseline_path', 'train_baseline', 'get_baseline']
 
 # %% ../nbs/02_training.ipynb #22b54f08
 def seed_everything(seed:int, # the seed for `random`, NumPy and torch
@@ -353,18 +353,46 @@ def _check_initial(model:nn.Module, w_initial)->dict|None:
                              "pass the state dict of the same architecture before training (e.g. copy.deepcopy(model.state_dict()))")
     return {k: v.detach().clone() for k, v in w_initial.items()}
 
+# %% ../nbs/02_training.ipynb #f0d0c302
+_DIGESTS = {}  # id(tensor) -> (weak reference to it, its in-place version, digest): hashed once until changed
+_DATA_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+def _digest(t:torch.Tensor)->str:
+    "SHA-256 of a tensor's dtype, shape and bytes, remembered per tensor until it is changed in place."
+    hit = _DIGESTS.get(id(t))
+    if hit is not None and hit[0]() is t and hit[1] == t._version: return hit[2]
+    c = t.detach().cpu().contiguous()
+    d = hashlib.sha256(f"{c.dtype}{tuple(c.shape)}".encode() + c.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+    forget = lambda r, i=id(t): _DIGESTS.pop(i) if _DIGESTS.get(i, (None,))[0] is r else None  # the entry dies with its tensor
+    _DIGESTS[id(t)] = (weakref.ref(t, forget), t._version, d)
+    return d
+
+def _key(data:Data)->str: return hashlib.sha256("".join(_digest(getattr(data, s)) for s in _DATA_SPLITS).encode()).hexdigest()[:8]
+
+def data_key(data:Data|None, # the data a baseline is trained on (a `Data`, dict or 6-tuple); None: `load_mnist()`
+            )->str:          # '' for the default MNIST, else 8 hex digits of the tensors' digest
+    "What names a baseline's training data in its checkpoint name: '' for the default MNIST, else a digest of all six tensors."
+    if data is None: return ""
+    data, key = as_data(data), None
+    if data.name == "mnist" and data.root is not None and Path(data.root) == find_data_dir()[0].resolve():
+        default = load_mnist()
+        if all(getattr(data, s) is getattr(default, s) for s in _DATA_SPLITS) or _key(data) == _key(default): return ""
+    return _key(data)
+
 # %% ../nbs/02_training.ipynb #e43b578a
 def baseline_path(model:str,                # a name in `MODELS`
                   config:str,               # a name in `CONFIGS`
                   seed:int,                 # seed of the baseline
                   act:str="relu",           # hidden activation
                   cache:str|Path|None=None, # checkpoint folder; default `cache_dir()/'checkpoints'`
+                  data:Data|None=None,      # the training data (see `data_key`); None: the default MNIST
                  )->Path:
-    "Where the checkpoint of a baseline lives (the name carries a hash of the config's values)."
+    "Where the checkpoint of a baseline lives (the name carries a hash of the config's values and the data's key)."
     check_choice(model, "model", MODELS); check_int(seed, "seed"); check_choice(act, "act", ACTIVATIONS)
     if not isinstance(config, str): raise TypeError(f"config: cached baselines need a config name from {sorted(CONFIGS)}, got {type(config).__name__}")
     h = hashlib.sha256(repr(get_config(config)).encode()).hexdigest()[:8]
-    return Path(cache or cache_dir()/"checkpoints")/f"{model}-{act}-{config}-{h}-seed{seed}.pt"
+    key = data_key(data)
+    return Path(cache or cache_dir()/"checkpoints")/f"{model}-{act}-{config}-{h}-seed{seed}{'-data' + key if key else ''}.pt"
 
 # %% ../nbs/02_training.ipynb #a973032d
 def _check_data_arg(data)->Data|None:
@@ -430,8 +458,8 @@ def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`
                  progress:bool=True,              # show a progress bar while training
                 )->Baseline:
     "A trained baseline from the checkpoint cache, training (and caching) it when missing, corrupt or unloadable."
-    path = baseline_path(model, config, seed, act, cache)
     get_config(config); device = check_device(device); data = _check_data_arg(data); _check_cache(cache)
+    path = baseline_path(model, config, seed, act, cache, data)
     if not isinstance(retrain, bool): raise TypeError(f"retrain: expected True or False, got {retrain!r}")
     if path.exists() and not retrain:
         try: return _from_checkpoint(load_checkpoint(path), model, act, config, seed, path, device)

@@ -12,7 +12,8 @@ from netdeviation.data import MNISTData, check_device, check_images, check_label
 from netdeviation.deviation import deviation, deviation_sweep, original_activations
 from netdeviation.models import LayeredNet, get_model
 from netdeviation.pruning import compute_masks
-from netdeviation.training import CONFIGS, TrainConfig, baseline_path, evaluate, fit, get_baseline, load_checkpoint
+from netdeviation.training import (CONFIGS, TrainConfig, baseline_path, data_key, evaluate, fit, get_baseline, load_checkpoint,
+                                   train_baseline)
 from helpers import raises as _raises
 
 
@@ -185,7 +186,7 @@ def _tensor_bytes(obj)->bytes:
 @pytest.mark.parametrize("raw", [b"", b"not a pickle", _tensor_bytes(torch.zeros(3)), _tensor_bytes({"state": {"w": torch.zeros(1)}})],
                          ids=["empty", "garbage", "a tensor", "other weights"])
 def test_unloadable_checkpoint_is_moved_aside_and_retrained(tiny, tiny_config, raw):
-    path = baseline_path("lenet_300_100", tiny_config, 0)
+    path = baseline_path("lenet_300_100", tiny_config, 0, data=tiny)
     assert path.parent == Path(os.environ["NETDEVIATION_CACHE"])/"checkpoints"   # the temporary cache, not the shared one
     _with_sidecar(path, raw)
     with warnings.catch_warnings(record=True) as w:
@@ -200,6 +201,34 @@ def test_unloadable_checkpoint_is_moved_aside_and_retrained(tiny, tiny_config, r
         warnings.simplefilter("error")                                           # healed: loads without a warning
         again = get_baseline("lenet_300_100", tiny_config, data=tiny, progress=False)
     assert all(torch.equal(again.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
+
+def _same_weights(a, b): return all(torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
+
+def test_a_baseline_trained_on_other_data_is_never_loaded_for_it(tiny, tiny_config):
+    "The checkpoint name carries the data's key: each dataset gets the weights training on it gives (trained directly, uncached)."
+    other = replace(tiny, x_train=tiny.x_train.flip(0), y_train=tiny.y_train.flip(0))   # same shapes and images, other order
+    a = get_baseline("lenet_300_100", tiny_config, data=tiny, progress=False)
+    b = get_baseline("lenet_300_100", tiny_config, data=other, progress=False)
+    assert a.path != b.path and a.path.parent == b.path.parent
+    assert _same_weights(b, train_baseline("lenet_300_100", tiny_config, data=other, progress=False))
+    assert not _same_weights(a, b)
+    copy_ = replace(tiny, **{s: getattr(tiny, s).clone() for s in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
+    again = get_baseline("lenet_300_100", tiny_config, data=copy_, progress=False)      # equal tensors: the cached checkpoint
+    assert again.path == a.path and _same_weights(again, a)
+
+def test_data_key_follows_the_tensors(tiny):
+    x = tiny.x_train.clone(); d = replace(tiny, x_train=x)
+    k = data_key(d)
+    assert k == data_key(tiny) != "" and len(k) == 8 and data_key(None) == ""
+    x[0, 0, 0, 0] += 1                                                                  # changed in place: another dataset
+    assert data_key(d) != k
+    assert data_key(replace(tiny, y_train=tiny.y_train.roll(1))) != data_key(tiny)       # labels count too
+
+def test_the_default_mnist_keeps_the_plain_name(tmp_path):
+    try: mnist = load_mnist()
+    except Exception as e: pytest.skip(f"MNIST is not available here: {e}")
+    assert baseline_path("lenet5", "paper", 0, cache=tmp_path, data=mnist) == baseline_path("lenet5", "paper", 0, cache=tmp_path)
+    assert baseline_path("lenet5", "paper", 0, cache=tmp_path).name.endswith("-seed0.pt")
 
 def test_load_checkpoint_names_the_unloadable_file(tmp_path):
     from netdeviation.training import CheckpointError

@@ -11,8 +11,9 @@ the code before the background explorer (`--old-rev`, read with `git show`) and 
   (60 %), a step back to a pruning seen (50 %), a δ change (5 points), a second method change (magnitude_node) and a
   second slider step (70 %). Each change is timed from the assignment to the control until the result is shown (old
   and `new_fg`: the assignment returns; new: `wait()` returns). `ratio_new_old` = variant/old for each change, and
-  `same_table_as_old`: the variant's table equals the old one (the numbers must not change; `new_t1` computes with one
-  torch thread, whose sums differ from two threads' in the last digits, so its table could in principle differ).
+  `same_numbers_as_old`: the variant's table has the old one's rows and values (the numbers must not change; `new_t1`
+  computes with one torch thread, whose sums differ from two threads' in the last digits, so its values could in
+  principle differ), and `same_notes_as_old`: its notes column too (a note's wording may change between revisions).
 
 Variants: `old` (`--old-rev`'s netdeviation/explorer.py, loaded as a module of this package), `new` (this checkout's,
 computing in its background thread, torch threads as set), `new_fg` (`Explorer(background=False)`: the new code
@@ -110,7 +111,8 @@ def updates(variants:list, old_path:Path)->dict:
             if v != "old" and "old" in variants:
                 o = runs["old"]["rows"][i]
                 row[v]["ratio_new_old"] = sig(r["s"]/o["s"]) if o["s"] > 0 else None
-                row[v]["same_table_as_old"] = r["table"] == o["table"]
+                row[v]["same_numbers_as_old"] = [t[:3] for t in r["table"]] == [t[:3] for t in o["table"]]  # group, quantity, value
+                row[v]["same_notes_as_old"] = [t[3:] for t in r["table"]] == [t[3:] for t in o["table"]]
         rows.append(row)
     return {"sequence": rows, "load_avg_1min_after": {v: runs[v]["load_avg_1min_after"] for v in variants},
             "import_s": {v: sig(runs[v]["import_s"]) for v in variants},

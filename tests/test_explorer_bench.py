@@ -18,7 +18,7 @@ def test_bench_explorer_smoke(tmp_path):
     assert [x["change"] for x in rows][:3] == ["first display", "method change", "slider step"]
     for x in rows:
         for v in ("old", "new_t1"): assert isinstance(x[v]["s"], float) and x[v]["s"] >= 0 and x[v]["shown"] == x["old"]["shown"]
-        assert x["new_t1"]["same_table_as_old"] is True  # one thread here for both: the same numbers
+        assert x["new_t1"]["same_numbers_as_old"] is True  # one thread here for both: the same numbers (notes may be reworded)
         assert x["new_t1"]["ratio_new_old"] == pytest.approx(x["new_t1"]["s"]/x["old"]["s"], rel=2e-3)
     assert "shown before: nothing computed" in rows[3]["new_t1"]["message"]  # back to a pruning seen
     assert set(r["goals"]["method_change_s_le_10"]) == {"old", "new_t1"}

@@ -17,11 +17,11 @@ import netdeviation
 from .checks import atomic_write, check_device, check_float, check_int
 
 # %% auto #0
-__all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'RUN_LOCK', 'PATH_VARS', 'expand_grid', 'nbs_dir', 'find_notebook',
-           'notebook_params', 'check_params', 'GridSpec', 'load_grid', 'RunStoreError', 'run_id', 'save_result',
-           'read_run', 'run_state', 'execute_run', 'check_folder', 'threads_per_worker', 'check_executor',
-           'SweepResult', 'run_sweep', 'grid_spec', 'run_grid_file', 'SweepLockedError', 'lock_folder', 'run_sweeps',
-           'BrokenRunsWarning', 'collect', 'problem_runs']
+__all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'RUN_LOCK', 'KERNEL_LOG', 'PATH_VARS', 'expand_grid', 'nbs_dir',
+           'find_notebook', 'notebook_params', 'check_params', 'GridSpec', 'load_grid', 'RunStoreError', 'run_id',
+           'save_result', 'read_run', 'run_state', 'execute_run', 'check_folder', 'threads_per_worker',
+           'check_executor', 'SweepResult', 'run_sweep', 'grid_spec', 'run_grid_file', 'SweepLockedError',
+           'lock_folder', 'run_sweeps', 'BrokenRunsWarning', 'collect', 'problem_runs']
 
 # %% ../nbs/07_sweeps.ipynb #c0492d00
 _JSON_TYPES = (str, int, float, bool, type(None), list, tuple, dict)   # what a run's params.json can hold
@@ -261,6 +261,7 @@ def _quiet_kernel_manager()->type:
     from jupyter_client.manager import AsyncKernelManager
     class QuietKernelManager(AsyncKernelManager):
         lock_fd = None  # the run's lock, inherited by the kernel: held until the kernel too has ended
+        log_path = None # where the kernel process's own stderr goes (the run's `kernel.log`), not the sweep's terminal
         # A SIGINT that lands while the idle kernel finishes a message makes ipykernel log "KeyboardInterrupt caught in
         # kernel" at ERROR level. The shutdown request alone ends an idle kernel; a busy one is still stopped by the
         # SIGTERM/SIGKILL that follow when it does not exit within `shutdown_wait_time`.
@@ -268,11 +269,16 @@ def _quiet_kernel_manager()->type:
             if not self.shutting_down: await super()._async_interrupt_kernel()
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             if self.lock_fd is not None: kw["pass_fds"] = (*kw.get("pass_fds", ()), self.lock_fd)
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
+            if self.log_path is None: return await super()._async_launch_kernel(kernel_cmd, **kw)
+            # ipykernel's shutdown can race its own sockets and log a ZMQ traceback at ERROR level: the kernel's
+            # process-level output belongs to the run's folder (cell output still reaches the notebook through IOPub)
+            with open(self.log_path, "ab") as log:
+                return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
     return QuietKernelManager
 
 # %% ../nbs/07_sweeps.ipynb #108d8244
 RUN_LOCK = ".lock"  # in each run folder: held (flock) by the process executing the run, and by its kernel
+KERNEL_LOG = "kernel.log"  # in each run folder: the kernel process's own stderr (shutdown races, C-level warnings)
 
 @contextmanager
 def _run_lock(run_dir:Path):
@@ -337,7 +343,7 @@ def _execute_locked(notebook:Path, run_dir:Path, params:dict, timeout:float|None
         # "This event loop is already running".
         contextvars.Context().run(pm.execute_notebook, str(notebook), str(run_dir/"run.ipynb"), parameters={**params, RESULT_PARAM: str(result)},
                             cwd=str(run_dir), progress_bar=False, execution_timeout=timeout,
-                            kernel_manager_class=type("RunKernelManager", (_quiet_kernel_manager(),), {"lock_fd": fd}),
+                            kernel_manager_class=type("RunKernelManager", (_quiet_kernel_manager(),), {"lock_fd": fd, "log_path": run_dir/KERNEL_LOG}),
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])
         if not result.is_file(): raise RunStoreError(f"the notebook finished without saving its result to {RESULT_PARAM}")
         out = {"status": "ok", "result": json.loads(result.read_text())}

@@ -342,3 +342,16 @@ def test_threaded_executor_after_jupyter_made_a_loop(toy, tmp_path):
     with ContextThreads(2) as pool:
         res = run_sweep(toy, GRID, FIXED, name="s", runs_dir=tmp_path, executor=pool, progress=False)
     assert res.count("done") == 4 and not res.errors, res.errors
+
+
+def test_the_kernel_processs_own_stderr_goes_to_the_runs_log(tmp_path):
+    "What the kernel process itself writes to stderr (as ipykernel's shutdown races do) lands in the run's kernel.log, not the sweep's terminal."
+    nb = _notebook(tmp_path/"loud.ipynb", "x = 1\nresult_path = None",
+                   "import os, sys\nos.write(sys.__stderr__.fileno(), b'kernel-process-noise\\n')\nsave_result(result_path, x=x)")
+    (tmp_path/"g.toml").write_text(f'notebook = "{nb}"\nname = "loud"\n[grid]\nx = [1]\n')
+    r = subprocess.run([CLI, "sweep", "g.toml", "--quiet", "--workers", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "kernel-process-noise" not in r.stderr + r.stdout
+    logs = list((tmp_path/"runs"/"loud").glob("*/kernel.log"))
+    assert len(logs) == 1 and "kernel-process-noise" in logs[0].read_text()
+    assert collect(tmp_path/"runs"/"loud").x.tolist() == [1]                       # the run itself is unaffected

@@ -17,9 +17,9 @@ import netdeviation
 from .checks import atomic_write, check_device, check_float, check_int
 
 # %% auto #0
-__all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'RUN_LOCK', 'KERNEL_LOG', 'PATH_VARS', 'expand_grid', 'nbs_dir',
-           'find_notebook', 'notebook_params', 'check_params', 'GridSpec', 'load_grid', 'RunStoreError', 'run_id',
-           'save_result', 'read_run', 'run_state', 'execute_run', 'check_folder', 'threads_per_worker',
+__all__ = ['SWEEPS', 'RESULT_PARAM', 'GRID_KEYS', 'SCHEMA', 'RUN_LOCK', 'KERNEL_LOG', 'PATH_VARS', 'KERNEL_STARTS', 'expand_grid',
+           'nbs_dir', 'find_notebook', 'notebook_params', 'check_params', 'GridSpec', 'load_grid', 'RunStoreError',
+           'run_id', 'save_result', 'read_run', 'run_state', 'execute_run', 'check_folder', 'threads_per_worker',
            'check_executor', 'SweepResult', 'run_sweep', 'grid_spec', 'run_grid_file', 'SweepLockedError',
            'lock_folder', 'run_sweeps', 'BrokenRunsWarning', 'collect', 'problem_runs']
 
@@ -329,6 +329,9 @@ def execute_run(notebook:str|Path,     # the template
             return {"run_id": run_dir.name, "status": "skipped", "elapsed_s": 0.0, "error": None}
         return _execute_locked(notebook, run_dir, params, timeout, fd)
 
+KERNEL_STARTS = 3  # tries at starting a run's kernel (jupyter picks free ports, and another process may bind one first)
+_KERNEL_DIED = "Kernel died before replying to kernel_info"  # jupyter_client's error when the kernel ends at start-up
+
 def _execute_locked(notebook:Path, run_dir:Path, params:dict, timeout:float|None, fd:int)->dict:
     "`execute_run` once the run's lock `fd` is held: clear the folder, run the template, seal the record."
     import papermill as pm
@@ -338,13 +341,18 @@ def _execute_locked(notebook:Path, run_dir:Path, params:dict, timeout:float|None
     result = run_dir/"result.json"
     _absolute_env()
     try:
-        # In a fresh context: jupyter's `run_sync` keeps its event loop in a context variable, which threads of an
-        # executor (Dask's threaded workers) inherit from the caller; sharing one loop, their runs would fail with
-        # "This event loop is already running".
-        contextvars.Context().run(pm.execute_notebook, str(notebook), str(run_dir/"run.ipynb"), parameters={**params, RESULT_PARAM: str(result)},
-                            cwd=str(run_dir), progress_bar=False, execution_timeout=timeout,
-                            kernel_manager_class=type("RunKernelManager", (_quiet_kernel_manager(),), {"lock_fd": fd, "log_path": run_dir/KERNEL_LOG}),
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        for start in range(1, KERNEL_STARTS + 1):
+            try:
+                # In a fresh context: jupyter's `run_sync` keeps its event loop in a context variable, which threads of an
+                # executor (Dask's threaded workers) inherit from the caller; sharing one loop, their runs would fail with
+                # "This event loop is already running".
+                contextvars.Context().run(pm.execute_notebook, str(notebook), str(run_dir/"run.ipynb"), parameters={**params, RESULT_PARAM: str(result)},
+                                    cwd=str(run_dir), progress_bar=False, execution_timeout=timeout,
+                                    kernel_manager_class=type("RunKernelManager", (_quiet_kernel_manager(),), {"lock_fd": fd, "log_path": run_dir/KERNEL_LOG}),
+                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                break
+            except RuntimeError as e:  # its ports taken by another process before it bound them: start it again
+                if _KERNEL_DIED not in str(e) or start == KERNEL_STARTS: raise
         if not result.is_file(): raise RunStoreError(f"the notebook finished without saving its result to {RESULT_PARAM}")
         out = {"status": "ok", "result": json.loads(result.read_text())}
     except Exception as e: out = {"status": "error", "error": _error(e)}

@@ -355,3 +355,20 @@ def test_the_kernel_processs_own_stderr_goes_to_the_runs_log(tmp_path):
     logs = list((tmp_path/"runs"/"loud").glob("*/kernel.log"))
     assert len(logs) == 1 and "kernel-process-noise" in logs[0].read_text()
     assert collect(tmp_path/"runs"/"loud").x.tolist() == [1]                       # the run itself is unaffected
+
+
+def test_a_kernel_that_dies_before_answering_is_started_again(toy, tmp_path, monkeypatch):
+    "A kernel that dies at start-up (its port taken meanwhile) is started again; one that always dies is recorded after KERNEL_STARTS tries."
+    import papermill
+    from netdeviation.sweeps import KERNEL_STARTS, execute_run
+    real, calls = papermill.execute_notebook, []
+    def died(*a, **k): calls.append(1); raise RuntimeError("Kernel died before replying to kernel_info")
+    def flaky(*a, **k): return died() if not calls else (calls.append(1), real(*a, **k))[1]
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    rec = execute_run(toy, tmp_path/"once", {"x": 2.0})
+    assert rec["status"] == "ok" and len(calls) == 2 and json.loads((tmp_path/"once"/"result.json").read_text())["square"] == 4.0
+    calls.clear(); monkeypatch.setattr(papermill, "execute_notebook", died)
+    rec = execute_run(toy, tmp_path/"always", {"x": 2.0})
+    assert rec["status"] == "error" and "Kernel died" in rec["error"]["message"] and len(calls) == KERNEL_STARTS
+    calls.clear(); monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: (calls.append(1), (_ for _ in ()).throw(RuntimeError("other")))[1])
+    assert execute_run(toy, tmp_path/"other", {"x": 2.0})["status"] == "error" and len(calls) == 1  # any other error: no retry

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Data, as_data, load_mnist, cache_dir, find_data_dir
+from .data import Data, as_data, load_mnist, cache_dir, find_data_dir, _SPLITS
 from .checks import atomic_write, check_choice, check_device, check_float, check_images, check_int, check_labels
 from .models import get_model, model_name, MODELS, ACTIVATIONS
 from .graph import eval_mode
@@ -278,7 +278,7 @@ class TrainRecord:
         "The record of a `fit` run: its steps, config, final learning rate and last training loss."
         last = history[-1] if len(history) else {}
         steps = last.get("step")
-        final = 0.0 if config.schedule == "cosine" else config.lr
+        final = config.lr if config.schedule != "cosine" else None if last.get("stopped") else 0.0  # a cut-short cosine run: unknown
         return cls(steps, n_train, config.batch_size, config.optimizer, config.lr, final, config.schedule, last.get("train_loss"))
 
     @classmethod
@@ -355,7 +355,6 @@ def _check_initial(model:nn.Module, w_initial)->dict|None:
 
 # %% ../nbs/02_training.ipynb #f0d0c302
 _DIGESTS = {}  # id(tensor) -> (weak reference to it, its in-place version, digest): hashed once until changed
-_DATA_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 def _digest(t:torch.Tensor)->str:
     "SHA-256 of a tensor's dtype, shape and bytes, remembered per tensor until it is changed in place."
@@ -367,16 +366,16 @@ def _digest(t:torch.Tensor)->str:
     _DIGESTS[id(t)] = (weakref.ref(t, forget), t._version, d)
     return d
 
-def _key(data:Data)->str: return hashlib.sha256("".join(_digest(getattr(data, s)) for s in _DATA_SPLITS).encode()).hexdigest()[:8]
+def _key(data:Data)->str: return hashlib.sha256("".join(_digest(getattr(data, s)) for s in _SPLITS).encode()).hexdigest()[:8]
 
 def data_key(data:Data|None, # the data a baseline is trained on (a `Data`, dict or 6-tuple); None: `load_mnist()`
             )->str:          # '' for the default MNIST, else 8 hex digits of the tensors' digest
     "What names a baseline's training data in its checkpoint name: '' for the default MNIST, else a digest of all six tensors."
     if data is None: return ""
-    data, key = as_data(data), None
+    data = as_data(data)
     if data.name == "mnist" and data.root is not None and Path(data.root) == find_data_dir()[0].resolve():
         default = load_mnist()
-        if all(getattr(data, s) is getattr(default, s) for s in _DATA_SPLITS) or _key(data) == _key(default): return ""
+        if all(getattr(data, s) is getattr(default, s) for s in _SPLITS) or _key(data) == _key(default): return ""
     return _key(data)
 
 # %% ../nbs/02_training.ipynb #e43b578a

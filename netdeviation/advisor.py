@@ -28,18 +28,18 @@ from .training import Baseline, TrainConfig, TrainRecord
 
 # %% auto #0
 __all__ = ['CORPUS_VERSION', 'CORPUS_FILE', 'MODEL_FILE', 'V1_ORIGINAL', 'MEASURED', 'ORIGINAL', 'RECIPE', 'INPUTS', 'RAW',
-           'LEVELS', 'XGB_PARAMS', 'ROUNDS', 'SCALES', 'ALPHAS', 'DOMAIN', 'ADVICE_STATUSES', 'RULES',
-           'with_original_columns', 'corpus_runs', 'time_unit', 'inputs_frame', 'check_runs', 'training_rows',
-           'censored_coverage', 'Domain', 'Advisor', 'fit_advisor', 'predict', 'load_advisor', 'Advice', 'advise',
-           'score', 'validate', 'save_validation', 'shipped_runs', 'build_corpus']
+           'LEVELS', 'XGB_PARAMS', 'ROUNDS', 'SCALES', 'INPUT_SETS', 'DOMAIN', 'ADVICE_STATUSES', 'RULES',
+           'with_original_columns', 'corpus_runs', 'train_length', 'time_unit', 'inputs_frame', 'check_runs',
+           'training_rows', 'censored_coverage', 'Domain', 'Advisor', 'fit_advisor', 'predict', 'load_advisor',
+           'Advice', 'advise', 'score', 'validate', 'save_validation', 'shipped_runs', 'build_corpus']
 
 # %% ../nbs/06b_advisor.ipynb #222053b3
 CORPUS_VERSION = "corpus-v2"        # the shipped corpus: v1 (short Adam originals) and the finished part of v2
 CORPUS_FILE = "advisor_corpus.csv"  # its runs, in the package folder
 MODEL_FILE = "advisor_model.json"   # the fitted advisor, in the package folder (JSON: loading it runs no code)
 
-# what every v1 run's original was, in the columns v2 records (the `paper` config on 8,000 images for 250 steps)
-V1_ORIGINAL = dict(regime="v1", orig_optimizer="adam", orig_lr=0.01, orig_schedule="constant", orig_iters=250,
+# what every v1 run's original was, in the columns v2 records (the `paper` config on 8,000 images for 252 steps)
+V1_ORIGINAL = dict(regime="v1", orig_optimizer="adam", orig_lr=0.01, orig_schedule="constant", orig_iters=252,
                    orig_n_train=8000, orig_epochs=4.0, orig_train_loss=math.nan, retrain_optimizer="adam",
                    retrain_schedule="constant", crossing="first")
 
@@ -66,7 +66,7 @@ RECIPE = ("log_lr_ratio", "retrain_cosine", "retrain_sgd")
 INPUTS = (*MEASURED, "tol", "gap_over_tol", "recal_gap_over_tol", *ORIGINAL, *RECIPE)  # what the advisor's model sees
 RAW = ("acc_gap", "loss_ratio", "acc_gap_recal", "loss_ratio_recal", "sparsity", "node", "ref_loss", "ref_acc", "start_acc",
        "tol", "orig_iters", "orig_n_train", "orig_batch_size", "orig_optimizer", "orig_lr", "orig_final_lr", "orig_schedule",
-       "orig_train_loss", "lr", "retrain_optimizer", "retrain_schedule", "batch_size", "cap_iters")  # what it is built from
+       "orig_train_loss", "orig_td", "lr", "retrain_optimizer", "retrain_schedule", "batch_size", "cap_iters")  # what it is built from
 
 def _log10(s:pd.Series)->pd.Series: return np.log10(pd.to_numeric(s, errors="coerce").where(lambda v: v > 0))
 
@@ -76,19 +76,30 @@ def _flag(s:pd.Series, yes)->pd.Series:
     return s.map(lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v)) else float(v in yes))
 
 # %% ../nbs/06b_advisor.ipynb #b4dd2e47
-def time_unit(raw:pd.DataFrame, # rows with orig_iters, batch_size and (optionally) orig_batch_size
-             )->pd.Series:      # T per row, in retraining steps (NaN where unknown)
-    "The original's training length in the retraining's optimiser steps (same images seen): T · batch_orig / batch."
+def _in_retraining_steps(raw:pd.DataFrame, steps:str)->pd.Series:
+    "A count of the original's steps in the retraining's steps (same images seen): steps · batch_orig / batch."
     ob = pd.to_numeric(raw["orig_batch_size"], errors="coerce") if "orig_batch_size" in raw else pd.Series(np.nan, index=raw.index)
-    return pd.to_numeric(raw.orig_iters, errors="coerce")*ob.fillna(raw.batch_size)/raw.batch_size
+    v = pd.to_numeric(raw[steps], errors="coerce") if steps in raw else pd.Series(np.nan, index=raw.index)
+    return v*ob.fillna(raw.batch_size)/raw.batch_size
+
+def train_length(raw:pd.DataFrame, # rows with orig_iters, batch_size and (optionally) orig_batch_size
+                )->pd.Series:      # T per row, in retraining steps (NaN where unknown)
+    "The original's training length T in the retraining's optimiser steps (same images seen): T · batch_orig / batch."
+    return _in_retraining_steps(raw, "orig_iters")
+
+# %% ../nbs/06b_advisor.ipynb #165c7d46
+def time_unit(raw:pd.DataFrame, # rows with orig_td (t_δ of the original, in its steps), batch_size, optionally orig_batch_size
+             )->pd.Series:      # t_δ per row, in retraining steps (NaN where unknown)
+    "The unit the advisor counts retraining in: t_δ, the original's own steps to come within δ, in retraining steps."
+    return _in_retraining_steps(raw, "orig_td")
 
 # %% ../nbs/06b_advisor.ipynb #2db36b7b
 def inputs_frame(raw:pd.DataFrame, # `RAW` columns, one row per (pruned network, recipe, δ)
                 )->pd.DataFrame:   # `INPUTS`, NaN where the original's record is unknown
     "The advisor's inputs from raw measurements, the original's record and the recipe: the one builder for fitting and for advice."
-    missing = sorted(set(RAW) - set(raw.columns) - {"orig_batch_size", "orig_final_lr"})
+    missing = sorted(set(RAW) - set(raw.columns) - {"orig_batch_size", "orig_final_lr", "orig_td"})
     if missing: raise ValueError(f"raw: missing columns {missing}; build rows with `training_rows`, or call `advise`")
-    T = time_unit(raw)
+    T = train_length(raw)
     final = pd.to_numeric(raw.get("orig_final_lr", pd.Series(np.nan, index=raw.index)), errors="coerce")
     annealed = (final/raw.orig_lr < 0.1).astype(float).where(final.notna(), _flag(raw.orig_schedule, ("cosine", "step", "linear", "exponential")))
     x = pd.DataFrame({k: pd.to_numeric(raw[k], errors="coerce") for k in MEASURED[:6]}, index=raw.index)
@@ -156,6 +167,7 @@ def training_rows(runs:pd.DataFrame,       # corpus runs (v1 columns are filled 
     for t in (_tolerances(runs) if tolerances is None else tolerances):
         d = runs[runs[f"status_{t:g}"].notna()].copy()
         d["tol"], d["status"] = t, d[f"status_{t:g}"]
+        d["orig_td"] = pd.to_numeric(d[f"orig_td_{t:g}"], errors="coerce") if f"orig_td_{t:g}" in d else np.nan
         it, lo = pd.to_numeric(d[f"iters_{t:g}"], errors="coerce"), pd.to_numeric(d[f"lower_{t:g}"], errors="coerce")
         d["iters"] = it
         d["lower"] = np.where(d.status.eq("recovered"), lo, np.where(d.status.eq("censored"), d.cap_iters, 0.0))
@@ -172,22 +184,26 @@ XGB_PARAMS = dict(objective="survival:aft", eval_metric="aft-nloglik", aft_loss_
                   learning_rate=0.05, max_depth=4, min_child_weight=5.0, reg_lambda=1.0, nthread=1, seed=0)
 ROUNDS = 300          # boosting rounds
 SCALES = (0.4, 0.6, 0.9, 1.3, 1.8, 2.5)  # candidate σ of the AFT's log-normal; `fit_advisor` picks one by grouped cross-validation
-ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)     # candidate exponents of the time unit T^α; `fit_advisor` picks one holding out whole training lengths
+INPUT_SETS = {"all": (),  # candidate inputs the trees may use; `fit_advisor` picks the set that carries over to a held-out training regime
+              "no convergence": ("log_ref_loss", "ref_err", "orig_log_train_loss"),
+              "no original": ("log_ref_loss", "ref_err", "orig_log_iters", "orig_log_n_train", "orig_log_epochs", "orig_sgd",
+                              "orig_annealed", "orig_log_train_loss")}
 
-def _dmatrix(x:pd.DataFrame, rows:pd.DataFrame, labels:bool, alpha:float=1.0)->xgb.DMatrix:
-    "An xgboost matrix of inputs `x`, offset by α·log T (time counted in units of T^α), with interval labels."
-    d = xgb.DMatrix(x.to_numpy(float), base_margin=alpha*np.log(time_unit(rows).to_numpy(float)), missing=np.nan, nthread=1)
+def _dmatrix(x:pd.DataFrame, rows:pd.DataFrame, labels:bool, drop:tuple=())->xgb.DMatrix:
+    "An xgboost matrix of inputs `x` (those in `drop` left unknown), offset by log t_δ, with interval labels."
+    x = x.assign(**{k: np.nan for k in drop})
+    d = xgb.DMatrix(x.to_numpy(float), base_margin=np.log(time_unit(rows).to_numpy(float)), missing=np.nan, nthread=1)
     if labels: d.set_float_info("label_lower_bound", rows.lower.to_numpy(float)); d.set_float_info("label_upper_bound", rows.upper.to_numpy(float))
     return d
 
 # %% ../nbs/06b_advisor.ipynb #d17ae10e
-def _booster(x:pd.DataFrame, rows:pd.DataFrame, scale:float, alpha:float=1.0)->xgb.Booster:
-    return xgb.train({**XGB_PARAMS, "aft_loss_distribution_scale": scale}, _dmatrix(x, rows, True, alpha), ROUNDS)
+def _booster(x:pd.DataFrame, rows:pd.DataFrame, scale:float, drop:tuple=())->xgb.Booster:
+    return xgb.train({**XGB_PARAMS, "aft_loss_distribution_scale": scale}, _dmatrix(x, rows, True, drop), ROUNDS)
 
 # %% ../nbs/06b_advisor.ipynb #c5765ff0
-def _margin(booster:xgb.Booster, x:pd.DataFrame, rows:pd.DataFrame, alpha:float=1.0)->np.ndarray:
+def _margin(booster:xgb.Booster, x:pd.DataFrame, rows:pd.DataFrame, drop:tuple=())->np.ndarray:
     "μ: the predicted median of log(iterations), offset included."
-    return booster.predict(_dmatrix(x, rows, False, alpha), output_margin=True)
+    return booster.predict(_dmatrix(x, rows, False, drop), output_margin=True)
 
 # %% ../nbs/06b_advisor.ipynb #3ae17d29
 def censored_coverage(mu:np.ndarray,     # predicted median of log(iterations)
@@ -293,7 +309,7 @@ class Domain:
 @dataclass
 class Advisor:
     "A fitted advisor: a censoring-aware survival model of log(iterations), its calibrated widths and its domain."
-    booster:xgb.Booster  # xgboost AFT model of log(iterations), offset by log T (the original's training length)
+    booster:xgb.Booster  # xgboost AFT model of log(iterations), offset by log t_δ (the original's own time to come within δ)
     scale:float          # σ of the AFT's normal on log(iterations)
     widen:dict           # level -> factor on σ that makes that interval's censoring-aware coverage nominal out of fold
     ood_widen:float      # a further factor on σ out of domain, calibrated on held-out rows outside their fold's domain
@@ -302,16 +318,18 @@ class Advisor:
     batch_size:int       # the batch size the corpus counts steps at
     default_T:float      # the corpus's median original length, used (and said) when the user's is unknown
     version:str="fitted" # `CORPUS_VERSION` for the shipped advisor, 'fitted' for `fit_advisor` on other runs
-    alpha:float=1.0      # the time unit is T^α: the exponent that predicted held-out training lengths best
+    dropped:tuple=()     # inputs the trees do not use: the `INPUT_SETS` entry that predicted a held-out training regime best
+    td_fraction:dict=field(default_factory=dict) # δ -> the corpus originals' median t_δ / T: estimates t_δ when a curve is unknown
 
-    def __repr__(self): return (f"Advisor({self.version}: {self.n_runs} runs, time unit T^{self.alpha:g}, AFT σ = {self.scale:g}, interval factors "
+    def __repr__(self): return (f"Advisor({self.version}: {self.n_runs} runs, time unit t_δ, inputs not used {list(self.dropped)}, AFT σ = {self.scale:g}, interval factors "
                                 f"{', '.join(f'{l:g}: ×{k:.2f}' for l, k in self.widen.items())}, out of domain ×{self.ood_widen:.2f})")
 
     def to_json(self)->str:
         "The advisor as JSON text: the booster in xgboost's own JSON and the rest as plain numbers (loading runs no code)."
         meta = dict(scale=self.scale, widen={f"{k:g}": v for k, v in self.widen.items()}, ood_widen=self.ood_widen,
                     domain=vars(self.domain) | {"names": list(self.domain.names)}, n_runs=self.n_runs, batch_size=self.batch_size,
-                    default_T=self.default_T, version=self.version, alpha=self.alpha, inputs=list(INPUTS), xgboost=xgb.__version__)
+                    default_T=self.default_T, version=self.version, dropped=list(self.dropped),
+                    td_fraction={f"{k:g}": v for k, v in self.td_fraction.items()}, inputs=list(INPUTS), xgboost=xgb.__version__)
         return json.dumps({"meta": meta, "booster": json.loads(bytes(self.booster.save_raw("json")).decode())})
 
     @classmethod
@@ -323,7 +341,8 @@ class Advisor:
             b = xgb.Booster(); b.load_model(bytearray(json.dumps(d["booster"]).encode()))
             dom = m["domain"]; dom["names"] = tuple(dom["names"])
             return cls(b, float(m["scale"]), {float(k): float(v) for k, v in m["widen"].items()}, float(m["ood_widen"]),
-                       Domain(**dom), int(m["n_runs"]), int(m["batch_size"]), float(m["default_T"]), str(m["version"]), float(m.get("alpha", 1.0)))
+                       Domain(**dom), int(m["n_runs"]), int(m["batch_size"]), float(m["default_T"]), str(m["version"]), tuple(m["dropped"]),
+                       {float(k): float(v) for k, v in m["td_fraction"].items()})
         except (KeyError, TypeError, ValueError, xgb.core.XGBoostError) as e:
             raise ValueError(f"advisor: not a saved advisor ({type(e).__name__}: {str(e)[:200]}); save one with `Advisor.save`") from None
 
@@ -339,11 +358,15 @@ class Advisor:
         return cls.from_json(text)
 
 # %% ../nbs/06b_advisor.ipynb #eb03a82f
-def _nll(mu, sd, lower, upper)->float:
-    "Mean negative log-likelihood of interval-censored outcomes under normal(μ, sd) on log(iterations)."
+def _nll_rows(mu, sd, lower, upper)->np.ndarray:
+    "Per row, the negative log-likelihood of its interval-censored outcome under normal(μ, sd) on log(iterations)."
     F = lambda v: norm.cdf((np.log(np.maximum(v, 1e-300)) - mu)/sd)
     p = np.where(np.isinf(upper), 1.0, F(upper)) - F(lower)
-    return float(-np.log(np.maximum(p, 1e-12)).mean())
+    return -np.log(np.maximum(p, 1e-12))
+
+def _nll(mu, sd, lower, upper)->float:
+    "Mean negative log-likelihood of interval-censored outcomes under normal(μ, sd) on log(iterations)."
+    return float(_nll_rows(mu, sd, lower, upper).mean())
 
 # %% ../nbs/06b_advisor.ipynb #f24ed6f5
 def _folds(groups:np.ndarray, k:int)->list[tuple[np.ndarray, np.ndarray]]:
@@ -354,16 +377,32 @@ def _folds(groups:np.ndarray, k:int)->list[tuple[np.ndarray, np.ndarray]]:
     return [(np.where(f != i)[0], np.where(f == i)[0]) for i in range(k)]
 
 # %% ../nbs/06b_advisor.ipynb #f45f301c
-def _alpha(x:pd.DataFrame, todo:pd.DataFrame, lo:np.ndarray, up:np.ndarray, folds:int, scale:float=1.3)->float:
-    "The exponent α of the time unit T^α that predicts held-out training lengths best (1 when the corpus has one length only)."
-    T = time_unit(todo).round().astype(int).astype(str).to_numpy()
-    if len(set(T)) < 2: return 1.0
-    splits, nll = _folds(T, folds), {}
-    for a in ALPHAS:
+def _inputs(x:pd.DataFrame, todo:pd.DataFrame, lo:np.ndarray, up:np.ndarray, scale:float=1.3)->tuple:
+    "The inputs to leave out: of the `INPUT_SETS` entries within one standard error of the best held-out regime's fit, the one using fewest inputs."
+    for k in ("regime", "arch", "original"):
+        g = todo[k].astype(str).to_numpy() if k in todo else np.zeros(len(todo), str)
+        if len(set(g)) >= 2: break
+    else: return ()
+    rows = {}
+    for name, drop in INPUT_SETS.items():
         mu = np.empty(len(todo))
-        for tr, te in splits: mu[te] = _margin(_booster(x.iloc[tr], todo.iloc[tr], scale, a), x.iloc[te], todo.iloc[te], a)
-        nll[a] = _nll(mu, scale, lo, up)
-    return min(ALPHAS, key=nll.get)
+        for r in sorted(set(g)):
+            tr, te = np.where(g != r)[0], np.where(g == r)[0]
+            mu[te] = _margin(_booster(x.iloc[tr], todo.iloc[tr], scale, drop), x.iloc[te], todo.iloc[te], drop)
+        rows[name] = _nll_rows(mu, scale, lo, up)
+    best = min(rows, key=lambda k: rows[k].mean())
+    orig = todo.original.to_numpy() if "original" in todo else np.arange(len(todo))
+    def se(k):  # standard error of the mean NLL difference to the best, the rows of one original counted together
+        d = pd.Series(rows[k] - rows[best]).groupby(orig).sum()
+        return math.sqrt(len(d))*d.std()/len(todo) if len(d) > 1 else 0.0
+    near = [k for k in INPUT_SETS if rows[k].mean() - rows[best].mean() <= se(k)]
+    return INPUT_SETS[max(near, key=lambda k: len(INPUT_SETS[k]))]  # within one SE of the best: the fewest inputs
+
+# %% ../nbs/06b_advisor.ipynb #4bf38fe9
+def _td_fraction(rows:pd.DataFrame)->dict:
+    "Per tolerance, the median over the corpus's originals of t_δ / T: how `predict` estimates t_δ for an original without a curve."
+    d = rows.assign(f=pd.to_numeric(rows.orig_td, errors="coerce")/pd.to_numeric(rows.orig_iters, errors="coerce"))
+    return {float(t): float(g.groupby("original").f.first().median()) for t, g in d[np.isfinite(d.f)].groupby("tol")}
 
 # %% ../nbs/06b_advisor.ipynb #5ef5154c
 def _fit(rows:pd.DataFrame, folds:int, version:str, calibrate:str)->Advisor:
@@ -371,14 +410,17 @@ def _fit(rows:pd.DataFrame, folds:int, version:str, calibrate:str)->Advisor:
     if todo.status.nunique() < 2 or (todo.status == "recovered").sum() < 20:
         raise ValueError(f"runs: need recovered and censored runs to fit (got {int((todo.status == 'recovered').sum())} recovered rows, "
                          f"statuses {sorted(todo.status.unique())}); add runs with larger amounts or a smaller cap")
+    if not np.isfinite(time_unit(todo)).all():
+        raise ValueError(f"runs: {int((~np.isfinite(time_unit(todo))).sum())} rows have no t_δ of their original (orig_td_<δ> columns); "
+                         "record each original's learning curve (`netdeviation.training.ValCurve`) and rebuild the table")
     x, lo, up = inputs_frame(todo), todo.lower.to_numpy(float), todo.upper.to_numpy(float)
     groups = (todo.arch if calibrate == "arch" and "arch" in todo and todo.arch.nunique() >= 2 else todo.original).to_numpy()
-    alpha = _alpha(x, todo, lo, up, folds)
+    drop = _inputs(x, todo, lo, up)
     splits = _folds(groups, folds)
     oof = {s: np.empty(len(todo)) for s in SCALES}
     ood = np.zeros(len(todo), bool)
     for tr, te in splits:
-        for s in SCALES: oof[s][te] = _margin(_booster(x.iloc[tr], todo.iloc[tr], s, alpha), x.iloc[te], todo.iloc[te], alpha)
+        for s in SCALES: oof[s][te] = _margin(_booster(x.iloc[tr], todo.iloc[tr], s, drop), x.iloc[te], todo.iloc[te], drop)
         dom = Domain.fit(x.iloc[tr], todo.original.to_numpy()[tr])
         ood[te] = [bool(r) for r in dom.reasons(x.iloc[te])]
     scale = min(SCALES, key=lambda s: _nll(oof[s], s, lo, up))
@@ -386,8 +428,9 @@ def _fit(rows:pd.DataFrame, folds:int, version:str, calibrate:str)->Advisor:
     widen = {l: _widen(mu, sd, lo, up, l) for l in LEVELS}
     for a, b in zip(LEVELS, LEVELS[1:]): widen[b] = max(widen[b], widen[a])  # nested intervals
     k_ood = _widen(mu[ood], sd*widen[0.8], lo[ood], up[ood], 0.8) if ood.sum() >= 30 else 2.0
-    return Advisor(_booster(x, todo, scale, alpha), scale, widen, max(1.0, k_ood), Domain.fit(x, todo.original.to_numpy()),
-                   int(rows.group.nunique()), int(rows.batch_size.iloc[0]), float(np.median(time_unit(todo))), version, alpha)
+    return Advisor(_booster(x, todo, scale, drop), scale, widen, max(1.0, k_ood), Domain.fit(x, todo.original.to_numpy()),
+                   int(rows.group.nunique()), int(rows.batch_size.iloc[0]), float(np.median(train_length(todo))), version, drop,
+                   _td_fraction(rows))
 
 # %% ../nbs/06b_advisor.ipynb #166cec8b
 def fit_advisor(runs:pd.DataFrame,      # corpus runs: the shipped `corpus_runs()`, or `corpus_table(collect(...))[0]` of a user's own
@@ -406,6 +449,13 @@ def _meets(raw:pd.DataFrame)->np.ndarray:
     "The start already meets the rule: acc(W_s) >= acc* − δ, the very comparison `retrain` makes at step 0."
     return (raw.start_acc >= raw.ref_acc - raw.tol).to_numpy()
 
+# %% ../nbs/06b_advisor.ipynb #2e30f25e
+def _fraction_at(fraction:dict, tol:np.ndarray)->np.ndarray:
+    "The corpus's t_δ / T at each tolerance, interpolated in log δ between the tolerances it was read at (held flat beyond them)."
+    if not fraction: return np.full(len(tol), np.nan)
+    t = np.array(sorted(fraction))
+    return np.exp(np.interp(np.log(tol), np.log(t), np.log([fraction[k] for k in t])))
+
 # %% ../nbs/06b_advisor.ipynb #95d895fc
 def predict(advisor:Advisor,     # from `fit_advisor` or `load_advisor`
             raw:pd.DataFrame,    # `RAW` columns (see `training_rows`; `advise` builds one row)
@@ -413,18 +463,24 @@ def predict(advisor:Advisor,     # from `fit_advisor` or `load_advisor`
     "The advisor's answer per row: status, P(recover within the row's cap), median iterations, intervals, and why it is out of domain."
     if not isinstance(advisor, Advisor): raise TypeError(f"advisor: expected an Advisor (see `load_advisor`), got {type(advisor).__name__}")
     raw = raw.copy()
-    T = time_unit(raw)
+    T = train_length(raw)
     unknown_T = ~np.isfinite(T.to_numpy(float))
     raw.loc[unknown_T, "orig_iters"], raw.loc[unknown_T, "orig_batch_size"] = advisor.default_T, raw.batch_size[unknown_T]
+    unknown_td = ~np.isfinite(time_unit(raw).to_numpy(float))
+    frac = _fraction_at(advisor.td_fraction, raw.tol.to_numpy(float))
+    raw["orig_td"] = np.where(unknown_td, pd.to_numeric(raw.orig_iters, errors="coerce")*frac,
+                              pd.to_numeric(raw.get("orig_td", np.nan), errors="coerce"))
     x = inputs_frame(raw)
     bad = [k for k in MEASURED + ("tol",) if not np.isfinite(x[k]).all()]
     if bad: raise ValueError(f"features: {bad} are missing or not finite; measure them with `measure_features` (a NaN or inf gap has no advice)")
     x.loc[unknown_T, ["orig_log_iters", "orig_log_epochs"]] = np.nan  # unknown, not guessed
     why = advisor.domain.reasons(x)
+    for i in np.where(unknown_td)[0]: why[i] = ["the original's learning curve is unknown (give `Baseline.from_model` a record with its "
+                                               f"`val_curve`); t_δ is estimated as {frac[i]:.2g} of its training length, the corpus originals' median", *why[i]]
     for i in np.where(unknown_T)[0]: why[i] = ["the original's training length is unknown (give `Baseline.from_model` its record); "
                                               f"time is counted from the corpus's median original, {advisor.default_T:.0f} steps", *why[i]]
     ood = np.array([bool(w) for w in why])
-    mu = _margin(advisor.booster, x, raw, advisor.alpha)
+    mu = _margin(advisor.booster, x, raw, advisor.dropped)
     sd = advisor.scale*np.where(ood, advisor.ood_widen, 1.0)
     none = _meets(raw)
     p = np.where(none, 1.0, norm.cdf((np.log(raw.cap_iters.to_numpy(float)) - mu)/(sd*advisor.widen[0.8])))
@@ -434,6 +490,7 @@ def predict(advisor:Advisor,     # from `fit_advisor` or `load_advisor`
         z = norm.ppf((1 + l)/2)*sd*advisor.widen[l]
         out[f"lo{l:g}"] = np.where(none, 0.0, np.maximum(1.0, np.exp(mu - z)))
         out[f"hi{l:g}"] = np.where(none, 0.0, np.maximum(1.0, np.exp(mu + z)))
+    out["t_delta"] = time_unit(raw).to_numpy(float)
     out["out_of_domain"] = ["; ".join(w) for w in why]
     return out
 
@@ -461,12 +518,13 @@ class Advice:
     tolerance:float           # δ: recovered when the median of the last three checks' val acc >= acc* − δ
     recipe:str                # the retraining recipe
     iters_per_epoch:float     # N_train / batch size of the retraining
-    time_unit:float           # T: the original's training length in retraining steps (the unit the model predicts in)
+    time_unit:float           # T: the original's training length in retraining steps
     out_of_domain:str=""      # why the case lies outside the corpus ('' when inside); the intervals are widened then
     notes:str=""              # how an input was obtained, when it was derived (e.g. the training length from t_initial)
     widened:float=1.0         # the factor on the spread out of domain (calibrated on held-out runs outside their fold's domain)
     log_sd:float=math.nan     # the predictive standard deviation of log(iterations): the live forecast's prior
     reference_acc:float=math.nan # the original's accuracy on the pruning data
+    t_delta:float=math.nan    # t_δ: the original's own steps to come within δ, in retraining steps (the unit the model predicts in)
     features:dict=field(repr=False, default_factory=dict) # what the advice was computed from
     advisor:str=CORPUS_VERSION # the advisor's version
 
@@ -494,7 +552,8 @@ class Advice:
                 *[(f"{l} interval {k}", v, e(v)) for l, iv in (("80%", self.interval80), ("95%", self.interval95)) for k, v in zip(("low", "high"), iv)],
                 ("recommended cap", self.recommended_cap*self.iters_per_epoch, self.recommended_cap),
                 ("cap asked about", self.cap*self.iters_per_epoch, self.cap),
-                ("original's training length T", self.time_unit, e(self.time_unit))]
+                ("original's training length T", self.time_unit, e(self.time_unit)),
+                ("original's t_δ (time unit)", self.t_delta, e(self.t_delta))]
         df = pd.DataFrame(rows, columns=["quantity", "iterations", "epochs"]).set_index("quantity")
         df.loc["P(recover within cap)"] = [self.p_recover, self.p_recover]
         return df
@@ -506,8 +565,8 @@ class Advice:
         head = {"recovers": "recovers", "unlikely": "unlikely to recover: prune less, or retrain longer than the cap"}[self.status]
         dom = "in the corpus's domain" if self.in_domain else f"OUT OF DOMAIN, extrapolating (spread ×{self.widened:.2g}): {self.out_of_domain}"
         return (f"Advice({head}; P = {self.p_recover:.2f} within {self.cap:.3g} epochs (the cap asked about)\n"
-                f"  predicted {self.epochs:.3g} epochs ({self.iterations:.0f} iterations, {self.iterations/self.time_unit:.2g} of the original's "
-                f"{self.time_unit:.0f}) to come within δ = {self.tolerance:g}\n"
+                f"  predicted {self.epochs:.3g} epochs ({self.iterations:.0f} iterations; the original took {self.t_delta:.0f} to come within "
+                f"δ = {self.tolerance:g} of its final accuracy, {self.time_unit:.0f} in all)\n"
                 f"  80% interval {e(self.interval80[0]):.3g}–{e(self.interval80[1]):.3g} epochs, 95% interval {e(self.interval95[0]):.3g}–{e(self.interval95[1]):.3g}\n"
                 f"  recommended cap {self.recommended_cap:.3g} epochs ({'the 80% upper end: 90% of recoveries come before it' if self.status == 'recovers' else 'the original training length'}); "
                 f"stop rule: {self.stop_rule}\n  {dom}" + (f"\n  note: {self.notes}" if self.notes else "") + f"\n  advisor {self.advisor})")
@@ -542,16 +601,20 @@ def _check_network(pruned, baseline, method):
     return kind
 
 # %% ../nbs/06b_advisor.ipynb #64f07ff5
-def _original_raw(baseline:Baseline, n_train:int)->tuple[dict, str]:
-    "The original's record as advice inputs, and a note when its length was derived from `t_initial`."
+def _original_raw(baseline:Baseline, n_train:int, tolerance:float)->tuple[dict, str]:
+    "The original's record as advice inputs (t_δ read off its learning curve), and a note when an input was derived."
     r, note = baseline.record, ""
     iters, n = r.iterations, r.n_train
     if iters is None and baseline.t_initial is not None:
         iters, n, note = baseline.t_initial*n_train/baseline.config.batch_size, n or n_train, \
                          f"training length from t_initial = {baseline.t_initial:g} epochs of these {n_train} training images"
+    td = r.within(tolerance)
+    if td is not None and len(r.val_curve) < 8:
+        note = "; ".join(filter(None, [note, f"t_δ read off a coarse learning curve ({len(r.val_curve)} checks): it can only be later "
+                                       "than the true one; `netdeviation.training.ValCurve` records a finer curve"]))
     return dict(orig_iters=iters, orig_n_train=n, orig_batch_size=r.batch_size or baseline.config.batch_size,
                 orig_optimizer=r.optimizer, orig_lr=r.lr, orig_final_lr=r.final_lr, orig_schedule=r.schedule,
-                orig_train_loss=r.train_loss), note
+                orig_train_loss=r.train_loss, orig_td=math.nan if td is None else td), note
 
 # %% ../nbs/06b_advisor.ipynb #28e06307
 def advise(pruned:nn.Module,             # the pruned network (torch.nn.utils.prune masks)
@@ -575,7 +638,7 @@ def advise(pruned:nn.Module,             # the pruned network (torch.nn.utils.pr
     f = _check_features(features if features is not None else measure_features(pruned, baseline, data, method=method, device=device))
     cfg, n = retrain_config(recipe, baseline.config), len(data.x_train)
     ipe = n/cfg.batch_size
-    orig, note = _original_raw(baseline, n)
+    orig, note = _original_raw(baseline, n, tolerance)
     T = orig["orig_iters"]*orig["orig_batch_size"]/cfg.batch_size if orig["orig_iters"] else math.nan
     cap = cap if cap is not None else (T/ipe if math.isfinite(T) else advisor.default_T/ipe)
     raw = pd.DataFrame([{**{k: f[k] for k in _NEEDED}, "tol": tolerance, **orig, "lr": cfg.lr, "retrain_optimizer": cfg.optimizer,
@@ -589,12 +652,12 @@ def advise(pruned:nn.Module,             # the pruned network (torch.nn.utils.pr
     return Advice(status=str(pred.status), iterations=float(pred.iters), epochs=float(pred.iters)/ipe,
                   interval80=(float(pred["lo0.8"]), float(pred["hi0.8"])), interval95=(float(pred["lo0.95"]), float(pred["hi0.95"])),
                   p_recover=float(pred.p_recover), cap=float(cap), recommended_cap=float(rec_cap), tolerance=tolerance, recipe=recipe,
-                  iters_per_epoch=ipe, time_unit=float(T), out_of_domain="; ".join(why), notes=note,
+                  iters_per_epoch=ipe, time_unit=float(T), t_delta=float(pred.t_delta), out_of_domain="; ".join(why), notes=note,
                   widened=advisor.ood_widen if pred.out_of_domain else 1.0,
                   log_sd=float(pred.sd), reference_acc=float(f["ref_acc"]), features=dict(f), advisor=advisor.version)
 
 # %% ../nbs/06b_advisor.ipynb #99a74097
-RULES = ("advisor", "original length", "10% of original", "corpus median", "Theorem 1, fitted γ", "v1 advice × T/250")
+RULES = ("advisor", "original length", "10% of original", "corpus median", "Theorem 1, fitted γ", "v1 advice × T/252")
 
 def _ratio_rule(train:pd.DataFrame, test:pd.DataFrame, centre_tr:np.ndarray, centre_te:np.ndarray)->pd.DataFrame:
     "A rule predicting centre × exp(quantiles of the recovered training rows' log(iters/centre)), per tolerance."
@@ -613,7 +676,7 @@ def _ratio_rule(train:pd.DataFrame, test:pd.DataFrame, centre_tr:np.ndarray, cen
 # %% ../nbs/06b_advisor.ipynb #2fdb412d
 def _rules(train_runs:pd.DataFrame, train:pd.DataFrame, test:pd.DataFrame)->dict:
     "Each rule's predictions for the test rows: iters, intervals, p_recover (a score for AUC), status."
-    T_tr, T_te = time_unit(train).to_numpy(float), time_unit(test).to_numpy(float)
+    T_tr, T_te = train_length(train).to_numpy(float), train_length(test).to_numpy(float)
     rec = (train.status == "recovered").to_numpy()
     med = train[rec].assign(r=train.iters[rec]/T_tr[rec]).groupby("tol").r.median()
     col = lambda d, k: pd.to_numeric(d[k], errors="coerce").to_numpy(float) if k in d else np.full(len(d), np.nan)
@@ -622,8 +685,8 @@ def _rules(train_runs:pd.DataFrame, train:pd.DataFrame, test:pd.DataFrame)->dict
     gamma = fit_gamma(t1(train)[ok], train.iters.to_numpy(float)[ok]) if ok.sum() >= 2 else math.nan
     out = {"advisor": predict(fit_advisor(train_runs), test)}
     v1 = train_runs[train_runs.regime.eq("v1")] if "regime" in train_runs else train_runs.iloc[:0]
-    try: out["v1 advice × T/250"] = predict(fit_advisor(v1), test) if len(v1) else None  # the offset log T scales v1's answer by T/250
-    except ValueError: out["v1 advice × T/250"] = None
+    try: out["v1 advice × T/252"] = predict(fit_advisor(v1), test.assign(orig_td=np.nan)) if len(v1) else None  # no curve: t_δ ∝ T
+    except ValueError: out["v1 advice × T/252"] = None
     for name, ctr, cte, score in (("original length", T_tr, T_te, None), ("10% of original", 0.1*T_tr, 0.1*T_te, None),
                                   ("corpus median", train.tol.map(med).to_numpy(float)*T_tr, test.tol.map(med).to_numpy(float)*T_te, None),
                                   ("Theorem 1, fitted γ", gamma*t1(train), gamma*t1(test), -np.nan_to_num(np.log(t1(test)), nan=0.0))):

@@ -23,7 +23,7 @@ from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_n
 from .pruning import METHODS, PRUNING_METHODS, method_kind, prune
 from .retraining import CROSSINGS, RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
 from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, fit, get_config,
-                                   load_checkpoint, save_checkpoint, seed_everything)
+                                   load_checkpoint, save_checkpoint, seed_everything, ValCurve, record_of)
 
 # %% auto #0
 __all__ = ['CORPUS_DATASETS', 'RECIPES', 'V1_RECIPES', 'CORPUS_AMOUNTS', 'TOLERANCES', 'CAP', 'CORPUS_ARCHS', 'REGIMES',
@@ -106,13 +106,14 @@ def corpus_baseline(arch:str,                 # one of `CORPUS_ARCHS`
     if path.exists():
         try:
             ck = load_checkpoint(path); net.load_state_dict(ck["state"]); hist = History(ck["history"])
-            rec = TrainRecord.of(ck["record"]) if "record" in ck else TrainRecord.from_fit(cfg, len(data.x_train), hist)
+            rec = record_of(ck, cfg, len(data.x_train), hist)
             return Baseline(net.to(device).eval(), ck["w_initial"], float(ck["t_initial"]), cfg, hist, seed, path, rec)
         except (CheckpointError, KeyError, RuntimeError): pass  # unreadable: train it again below
     seed_everything(seed); net = CORPUS_ARCHS[arch]()
     w0 = copy.deepcopy(net.state_dict())
-    hist = fit(net, data, cfg, seed=seed, device=device, progress=progress)
-    rec = TrainRecord.from_fit(cfg, len(data.x_train), hist)
+    curve = ValCurve(data, cfg.epochs*-(-len(data.x_train)//cfg.batch_size), device)  # its learning curve: t_δ per tolerance
+    hist = fit(net, data, cfg, seed=seed, device=device, progress=progress, on_step=curve)
+    rec = TrainRecord.from_fit(cfg, len(data.x_train), hist, curve=curve.curve)
     save_checkpoint(path, {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "w_initial": w0,
                            "t_initial": float(cfg.epochs), "history": list(hist), "record": asdict(rec)})
     return Baseline(net.eval(), w0, float(cfg.epochs), cfg, hist, seed, path, rec)
@@ -180,10 +181,11 @@ def recovery_columns(r:RetrainResult,          # from `retrain` with an accuracy
 
 # %% ../nbs/06a_corpus.ipynb #3b901070
 def _original_columns(base:Baseline, regime:str)->dict:
-    "The corpus row's record of how the original was trained."
+    "The corpus row's record of how the original was trained, with t_δ of its learning curve per tolerance (`orig_td_<δ>`)."
     r = base.record
     return {"regime": regime, "orig_optimizer": r.optimizer, "orig_lr": r.lr, "orig_schedule": r.schedule,
-            "orig_iters": r.iterations, "orig_n_train": r.n_train, "orig_epochs": r.epochs, "orig_train_loss": r.train_loss}
+            "orig_iters": r.iterations, "orig_n_train": r.n_train, "orig_epochs": r.epochs, "orig_train_loss": r.train_loss,
+            **{f"orig_td_{t:g}": r.within(t) for t in TOLERANCES}}
 
 def _recipes_for(recipes, cfg:TrainConfig)->list[str]:
     "The recipes to run: `rewind` is `paper` for a constant-lr original, so it is run once."
@@ -284,7 +286,8 @@ def _readme(runs:pd.DataFrame, curves:pd.DataFrame)->str:
              "measured before retraining (see `netdeviation.corpus.FEATURES` and the raw quantities beside them), and per accuracy "
              "tolerance δ the iterations to come within δ of the original's validation accuracy (`iters_δ`, the first check "
              "meeting it under the run's `crossing` rule), the check before it (`lower_δ`) and the class (`status_δ`: none / "
-             "recovered / censored).",
+             "recovered / censored). `orig_td_δ` is the original's own t_δ: the step at which its learning curve (the median "
+             "of three checks) came within δ of its final validation accuracy (`netdeviation.training.time_within`).",
              "- `curves.csv`: every check of every run: `run`, `step`, `epochs`, validation `loss` and `acc`. A run "
              "stops at the first check within the strictest δ, or at the cap.", "",
              "| δ | " + " | ".join(STATUSES) + " |", "|---|" + "---|"*len(STATUSES),

@@ -24,8 +24,9 @@ from .graph import eval_mode
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'CONFIGS', 'seed_everything', 'TrainConfig', 'get_config', 'make_optimizer', 'evaluate', 'History',
-           'fit', 'state_equal', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'TrainRecord', 'Baseline',
-           'data_key', 'baseline_path', 'train_baseline', 'get_baseline']
+           'fit', 'state_equal', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'curve_steps', 'time_within',
+           'ValCurve', 'TrainRecord', 'Baseline', 'data_key', 'baseline_path', 'record_of', 'train_baseline',
+           'get_baseline']
 
 # %% ../nbs/02_training.ipynb #22b54f08
 def seed_everything(seed:int, # the seed for `random`, NumPy and torch
@@ -232,8 +233,49 @@ def load_checkpoint(path:str|Path, # a `.pt` file written by `save_checkpoint`, 
         raise CheckpointError(f"checkpoint '{path}' matches its SHA-256 but cannot be loaded "
                               f"({type(e).__name__}: {first}): it is corrupt") from None
 
+# %% ../nbs/02_training.ipynb #cb6f5069
+def curve_steps(total:int, # the run's optimiser steps, T
+               )->list[int]: # the steps at which the curve is checked
+    "Where an original's learning curve is checked: four steps per doubling from step 1, and 64 evenly spaced, up to `total`."
+    check_int(total, "total", 1)
+    geo = {round(2**(k/4)) for k in range(4*int(math.log2(total)) + 1)}
+    return sorted(s for s in geo | {round(total*i/64) for i in range(1, 65)} if 1 <= s <= total)
+
+# %% ../nbs/02_training.ipynb #c53b4275
+def time_within(curve,           # ((step, val acc), ...) in step order: an original's learning curve
+                tolerance:float, # δ, in accuracy
+               )->float|None:    # t_δ in the curve's steps; None when the curve has fewer than three checks
+    "t_δ: the first step at which the median of three checks comes within δ of the curve's final accuracy (the median of its last three)."
+    check_float(tolerance, "tolerance", 0, 1, low_open=True, high_open=True)
+    if curve is None or len(curve) < 3: return None
+    steps, acc = np.asarray(curve, float).T
+    med = pd.Series(acc).rolling(3, min_periods=1).median().to_numpy()
+    return float(steps[np.nonzero(med >= np.median(acc[-3:]) - tolerance)[0][0]])
+
+# %% ../nbs/02_training.ipynb #11a642bb
+class ValCurve:
+    "An `on_step` callback for `fit` that records validation accuracy at `curve_steps(total)`: the original's own learning curve."
+    def __init__(self, data:Data,                    # its validation split is checked
+                 total:int,                          # the run's optimiser steps
+                 device:str|torch.device="cpu"):     # where to evaluate
+        self.x, self.y, self.device, self.at, self.points = data.x_val, data.y_val, device, set(curve_steps(total)), []
+    def __call__(self, step:int, model:nn.Module)->bool:
+        if step in self.at: self.points.append((step, evaluate(model, self.x, self.y, device=self.device)["acc"]))
+        return False
+    @property
+    def curve(self)->tuple: return tuple(self.points)
+
 # %% ../nbs/02_training.ipynb #24c7f16c
 _RECORD_FLOATS = ("lr", "final_lr", "train_loss", "train_acc")
+
+def _check_curve(curve)->tuple:
+    "A learning curve as ((step, acc), ...): steps increasing, accuracies in [0, 1]; a clear error otherwise."
+    try: pts = tuple((int(s), float(a)) for s, a in curve)
+    except (TypeError, ValueError): raise TypeError(f"record.val_curve: expected pairs (step, validation accuracy), got {str(curve)[:80]}") from None
+    if any(b[0] <= a[0] for a, b in zip(pts, pts[1:])) or any(s < 0 for s, _ in pts):
+        raise ValueError("record.val_curve: steps must be non-negative and increasing; pass the checks in the order they were made")
+    if not all(0 <= a <= 1 for _, a in pts): raise ValueError("record.val_curve: accuracies must lie in [0, 1] (fractions, not percent)")
+    return pts
 
 @dataclass(frozen=True)
 class TrainRecord:
@@ -247,6 +289,7 @@ class TrainRecord:
     schedule:str|None=None      # 'constant', 'cosine', 'step' or another schedule's name
     train_loss:float|None=None  # final training loss (mean over the last epoch)
     train_acc:float|None=None   # final training accuracy, if measured
+    val_curve:tuple|None=None   # ((step, val acc), ...): the run's learning curve (see `time_within`)
 
     def __post_init__(self):
         for k in ("iterations", "n_train", "batch_size"):
@@ -258,6 +301,11 @@ class TrainRecord:
             v = getattr(self, k)
             if v is not None and (not isinstance(v, str) or not v):
                 raise TypeError(f"record.{k}: expected a name such as {'sgd' if k == 'optimizer' else 'cosine'!r} (or None: unknown), got {v!r}")
+        if self.val_curve is not None: object.__setattr__(self, "val_curve", _check_curve(self.val_curve))
+
+    def within(self, tolerance:float)->float|None:
+        "t_δ of the run's learning curve (see `time_within`); None when the curve is unknown."
+        return time_within(self.val_curve, tolerance)
 
     @property
     def epochs(self)->float|None:
@@ -274,12 +322,15 @@ class TrainRecord:
     def from_fit(cls, config:TrainConfig,   # the config `fit` trained with
                  n_train:int|None,          # its training images (None: unknown)
                  history:History,           # what `fit` returned
+                 curve=None,                # the `ValCurve.curve` recorded during it; None: the history's per-epoch checks
                 )->TrainRecord:
-        "The record of a `fit` run: its steps, config, final learning rate and last training loss."
+        "The record of a `fit` run: its steps, config, final learning rate, last training loss and learning curve."
         last = history[-1] if len(history) else {}
+        if curve is None: curve = tuple((r["step"], r["val_acc"]) for r in history if "step" in r and "val_acc" in r) or None
         steps = last.get("step")
         final = config.lr if config.schedule != "cosine" else None if last.get("stopped") else 0.0  # a cut-short cosine run: unknown
-        return cls(steps, n_train, config.batch_size, config.optimizer, config.lr, final, config.schedule, last.get("train_loss"))
+        return cls(steps, n_train, config.batch_size, config.optimizer, config.lr, final, config.schedule, last.get("train_loss"),
+                   val_curve=curve)
 
     @classmethod
     def of(cls, record, # a `TrainRecord`, a dict of its fields, or None
@@ -393,6 +444,16 @@ def baseline_path(model:str,                # a name in `MODELS`
     key = data_key(data)
     return Path(cache or cache_dir()/"checkpoints")/f"{model}-{act}-{config}-{h}-seed{seed}{'-data' + key if key else ''}.pt"
 
+# %% ../nbs/02_training.ipynb #0155e256
+def record_of(ck:dict,              # a loaded checkpoint
+              config:TrainConfig,   # the config it was trained with
+              n_train:int|None,     # its training images (None: unknown)
+              history:History,      # its per-epoch history
+             )->TrainRecord:
+    "The training record a checkpoint holds; one saved before learning curves were recorded gets the history's per-epoch curve."
+    rec = TrainRecord.of(ck["record"]) if "record" in ck else TrainRecord.from_fit(config, n_train, history)
+    return rec if rec.val_curve is not None else replace(rec, val_curve=TrainRecord.from_fit(config, n_train, history).val_curve)
+
 # %% ../nbs/02_training.ipynb #a973032d
 def _check_data_arg(data)->Data|None:
     return None if data is None else as_data(data)
@@ -412,8 +473,8 @@ def _from_checkpoint(ck, model:str, act:str, config:str, seed:int, path:Path, de
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"checkpoint '{path}' does not hold a {model}-{act} baseline "
                               f"({type(e).__name__}: {str(e).strip()[:200]}): it is corrupt") from None
-    rec = TrainRecord.of(ck["record"]) if "record" in ck else TrainRecord.from_fit(get_config(config), None, history)
-    return Baseline(net.to(device).eval(), w_initial, t_initial, get_config(config), history, seed, path, rec)
+    return Baseline(net.to(device).eval(), w_initial, t_initial, get_config(config), history, seed, path,
+                    record_of(ck, get_config(config), None, history))
 
 def _move_aside(path:Path)->Path|None:
     "Rename a bad checkpoint (and its sidecar) to `<name>.corrupt-<timestamp>`; its new name, None if it could not be moved."
@@ -442,8 +503,10 @@ def train_baseline(model:str,                     # a name in `MODELS`
     seed_everything(seed)
     net = get_model(model, act=act)
     w_initial = copy.deepcopy(net.state_dict())
-    hist = fit(net, data, cfg, seed=seed, device=device, progress=progress)
-    return Baseline(net.eval(), w_initial, float(cfg.epochs), cfg, hist, seed, record=TrainRecord.from_fit(cfg, len(data.x_train), hist))
+    curve = ValCurve(data, cfg.epochs*-(-len(data.x_train)//cfg.batch_size), device)
+    hist = fit(net, data, cfg, seed=seed, device=device, progress=progress, on_step=curve)
+    return Baseline(net.eval(), w_initial, float(cfg.epochs), cfg, hist, seed,
+                    record=TrainRecord.from_fit(cfg, len(data.x_train), hist, curve=curve.curve))
 
 # %% ../nbs/02_training.ipynb #c184b5a2
 def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`

@@ -22,7 +22,7 @@ from scipy.stats import norm
 
 import netdeviation.advisor as advisor_mod
 from netdeviation.advisor import (CORPUS_VERSION, LEVELS, RULES, Advice, Advisor, advise, censored_coverage, check_runs,
-                                  fit_advisor, inputs_frame, load_advisor, predict, time_unit, training_rows, validate)
+                                  fit_advisor, inputs_frame, load_advisor, predict, time_unit, train_length, training_rows, validate)
 from netdeviation.training import Baseline, TrainConfig, TrainRecord
 
 torch.set_num_threads(1)
@@ -35,6 +35,7 @@ T_RANGE = (250.0, 4000.0)     # the originals' training lengths (steps): 16×
 N_TRAINS = (8000, 55000)      # the originals' training-set sizes
 SIGMA = 0.35                  # the law's noise on log(iterations)
 OPT_LR = {"adam": 1e-3, "sgd": 0.05}
+TD_FRAC = {0.01: 0.5, 0.02: 0.35, 0.05: 0.2}  # t_δ / T of every synthetic original: its learning curve's time to come within δ
 
 def law_log_ratio(gap_over_tol, lr_ratio):
     "The law's median of log(iterations / T)."
@@ -49,9 +50,11 @@ def needs_retraining(rows:pd.DataFrame)->np.ndarray:
     "The retraining rule at step 0, written out: the start does NOT meet acc >= acc* − δ."
     return ~(rows.start_acc.to_numpy(float) >= rows.ref_acc.to_numpy(float) - rows.tol.to_numpy(float))
 
-def synth(n:int, seed:int, k:int=24, grid:bool=True, v1:int=0)->pd.DataFrame:
+def synth(n:int, seed:int, k:int=24, grid:bool=True, v1:int=0, spread:float=1.0)->pd.DataFrame:
     """`n` synthetic corpus runs spread over `k` originals (+ `v1` originals of the v1 corpus's fixed settings).
-    grid: the originals' T on a geometric grid spanning `T_RANGE` (a corpus); else drawn log-uniform within it (a fresh draw)."""
+    grid: the originals' T on a geometric grid spanning `T_RANGE` (a corpus); else drawn log-uniform within it (a fresh draw).
+    spread: each original's learning is m times slower than T says (m log-uniform over a `spread`-fold range): its t_δ and
+    its pruned copies' times both scale by m, so the law holds in units of t_δ, not of T."""
     g = np.random.default_rng(seed)
     T = np.geomspace(*T_RANGE, k).round() if grid else np.exp(g.uniform(*np.log(T_RANGE), k)).round()
     n_tr = np.array([N_TRAINS[i % 2] for i in range(k)]) if grid else g.choice(N_TRAINS, k)
@@ -60,10 +63,11 @@ def synth(n:int, seed:int, k:int=24, grid:bool=True, v1:int=0)->pd.DataFrame:
                       "seed": np.arange(k) + 1000*seed, "regime": "converged", "orig_optimizer": opt,
                       "orig_lr": [OPT_LR[x] for x in opt], "orig_schedule": np.where(np.arange(k) % 3 == 0, "constant", "cosine"),
                       "orig_iters": T, "orig_n_train": n_tr, "orig_train_loss": g.uniform(0.01, 0.3, k)})
-    if v1:  # originals of the v1 corpus: `with_original_columns` fills in (the same) T = 250, adam at 0.01, constant, 8000 images
+    if v1:  # originals of the v1 corpus: `with_original_columns` fills in (the same) T = 252, adam at 0.01, constant, 8000 images
         o = pd.concat([o, pd.DataFrame({"arch": [f"arch{i % 2}" for i in range(v1)], "dataset": "m", "seed": np.arange(v1) + 1000*seed + 500,
                                         "regime": "v1", "orig_optimizer": "adam", "orig_lr": 0.01, "orig_schedule": "constant",
-                                        "orig_iters": 250.0, "orig_n_train": 8000, "orig_train_loss": np.nan})], ignore_index=True)
+                                        "orig_iters": 252.0, "orig_n_train": 8000, "orig_train_loss": np.nan})], ignore_index=True)
+    o["m"] = np.exp(g.uniform(-0.5, 0.5, len(o))*math.log(spread))  # spread 1: m = 1 for every original
     d = o.iloc[np.arange(n) % len(o)].reset_index(drop=True)
     d["acc_gap"] = g.uniform(0, 0.4, n); d["acc_gap_recal"] = d.acc_gap
     d["loss_ratio"] = 3*d.acc_gap + g.uniform(0, 0.1, n); d["loss_ratio_recal"] = d.loss_ratio  # tied to the gap: a joint domain
@@ -76,7 +80,8 @@ def synth(n:int, seed:int, k:int=24, grid:bool=True, v1:int=0)->pd.DataFrame:
     d["log_theorem1"] = np.log10(d.orig_iters/d.iters_per_epoch*np.exp(law_log_ratio(np.maximum(d.acc_gap/0.02, 1e-3), d.rho)))
     for t in TOLS:
         raw = d.assign(tol=t)
-        true = law_median(raw)*np.exp(SIGMA*d.z.to_numpy())
+        d[f"orig_td_{t:g}"] = d.orig_iters*TD_FRAC[t]*d.m
+        true = law_median(raw)*d.m.to_numpy()*np.exp(SIGMA*d.z.to_numpy())
         none, cens = ~needs_retraining(raw), true > d.cap_iters.to_numpy()
         it = np.ceil(true)
         d[f"status_{t:g}"] = np.where(none, "none", np.where(cens, "censored", "recovered"))
@@ -154,9 +159,11 @@ def test_p_recover_matches_the_law(fresh):
 # ---------------------------------------------------------------- 2. the time unit
 
 def test_time_unit_by_hand():
-    raw = pd.DataFrame({"orig_iters": [1000.0, 1000.0, 300.0], "orig_batch_size": [256.0, np.nan, 64.0], "batch_size": [128, 128, 32]})
-    assert time_unit(raw).tolist() == [2000.0, 1000.0, 600.0]  # T · batch_orig / batch; unknown batch_orig: the retraining's
-    assert time_unit(raw.drop(columns="orig_batch_size")).tolist() == [1000.0, 1000.0, 300.0]
+    raw = pd.DataFrame({"orig_iters": [1000.0, 1000.0, 300.0], "orig_td": [100.0, 50.0, np.nan],
+                        "orig_batch_size": [256.0, np.nan, 64.0], "batch_size": [128, 128, 32]})
+    assert train_length(raw).tolist() == [2000.0, 1000.0, 600.0]  # T · batch_orig / batch; unknown batch_orig: the retraining's
+    assert train_length(raw.drop(columns="orig_batch_size")).tolist() == [1000.0, 1000.0, 300.0]
+    assert time_unit(raw).iloc[:2].tolist() == [200.0, 50.0] and math.isnan(time_unit(raw).iloc[2])  # t_δ, the same way; unknown stays unknown
 
 def test_inputs_frame_by_hand(corpus):
     rows = training_rows(corpus.head(4))
@@ -167,7 +174,9 @@ def test_inputs_frame_by_hand(corpus):
     assert np.allclose(x.log_lr_ratio, np.log10(rows.rho)) and np.allclose(x.ref_err, 1 - rows.ref_acc)
     with pytest.raises(ValueError, match=r"^raw:.*orig_iters"): inputs_frame(rows.drop(columns="orig_iters"))
 
-def _with_T(rows:pd.DataFrame, T:float)->pd.DataFrame: return rows.assign(orig_iters=T, cap_iters=T)
+def _with_T(rows:pd.DataFrame, T:float)->pd.DataFrame:
+    "The same rows from an original trained for T steps, its learning curve stretched alike (t_δ ∝ T)."
+    return rows.assign(orig_iters=T, cap_iters=T, orig_td=T*rows.tol.map(TD_FRAC))
 
 def test_offset_scales_the_answer(fitted, fresh):
     rows, _ = fresh
@@ -181,6 +190,20 @@ def test_offset_scales_the_answer(fitted, fresh):
     # beyond the corpus (10× and 100× its longest original) the trees see nothing new: only the offset moves the answer
     far = predict(fitted, _with_T(todo, 400_000.0)).iters.to_numpy()/predict(fitted, _with_T(todo, 40_000.0)).iters.to_numpy()
     assert np.allclose(far, 10, rtol=1e-3), far[:5]
+
+
+def test_the_unit_is_the_originals_own_learning_time():
+    "Originals of one T whose learning curves differ 16×: recovery follows t_δ, and so does the advice; counting in T could not."
+    adv = fit_advisor(synth(400, seed=11, spread=16.0))
+    rows = training_rows(synth(300, seed=12, k=40, grid=False, spread=16.0))
+    rows = rows[needs_retraining(rows) & rows.status.eq("recovered")]
+    m = rows.orig_td/(rows.orig_iters*rows.tol.map(TD_FRAC))  # each original's slowness, recovered from its t_δ
+    truth = law_median(rows)*m
+    within = lambda r: float(((r >= 0.5) & (r <= 2)).mean())
+    assert within(predict_chunked(adv, rows).iters.to_numpy()/truth.to_numpy()) >= 0.85
+    assert within(law_median(rows)/truth.to_numpy()) < 0.6  # the law in units of T misses: the test has teeth
+    one = rows.head(40)  # the same cases, the original's curve twice as slow: the answer twice as long (the offset)
+    assert np.allclose(predict(adv, one.assign(orig_td=2*one.orig_td)).iters/predict(adv, one).iters, 2, rtol=1e-3)
 
 
 # ---------------------------------------------------------------- 3. censoring moves the answer up
@@ -490,16 +513,23 @@ def test_advise_end_to_end(tiny, pruned, fitted):
     df = a.to_dataframe()
     assert list(df.columns) == ["iterations", "epochs"]
     assert list(df.index) == ["predicted", "80% interval low", "80% interval high", "95% interval low", "95% interval high",
-                              "recommended cap", "cap asked about", "original's training length T", "P(recover within cap)"]
+                              "recommended cap", "cap asked about", "original's training length T", "original's t_δ (time unit)",
+                              "P(recover within cap)"]
     assert df.loc["predicted", "iterations"] == pytest.approx(a.iterations) and df.loc["95% interval high", "iterations"] == pytest.approx(a.interval95[1])
     assert df.loc["cap asked about", "epochs"] == pytest.approx(a.cap) and df.loc["original's training length T", "iterations"] == pytest.approx(T)
     assert np.allclose(df.iterations.iloc[:-1]/df.epochs.iloc[:-1], ipe) and (df.loc["P(recover within cap)"] == a.p_recover).all()
 
+def _curve(T:int)->tuple:
+    "A learning curve of T steps whose t_δ is `TD_FRAC[δ]`·T: a step function, so the three-check median lags one check."
+    acc = lambda s: 0.5 if s < 0.15*T else 0.905 if s < 0.3*T else 0.935 if s < 0.45*T else 0.95
+    return tuple((s, acc(s)) for s in range(T//20, T + 1, T//20))
+
 def test_advise_follows_the_law(tiny, pruned, fitted):
     "A baseline whose record lies inside the synthetic corpus, features given: the advice is the law's, recipe by recipe."
     base0, data = tiny
+    assert {t: TrainRecord(val_curve=_curve(1000)).within(t) for t in TOLS} == {t: 1000*TD_FRAC[t] for t in TOLS}
     rec = TrainRecord(iterations=1000, n_train=8000, batch_size=BATCH, optimizer="adam", lr=1e-3, final_lr=0.0,
-                      schedule="cosine", train_loss=0.1)
+                      schedule="cosine", train_loss=0.1, val_curve=_curve(1000))
     base = Baseline.from_model(base0.model, config=CONFIG, record=rec)
     ipe = len(data.x_train)/BATCH
     for recipe, rho in (("paper", 1.0), ("han", 0.1)):
@@ -573,7 +603,8 @@ def test_unknown_training_length_is_said(tiny, pruned, fitted):
     # t_initial alone: the length derived from it (epochs of these training images), and the note says so
     t = Baseline.from_model(base0.model, config=CONFIG, t_initial=2.0)
     b = advise(pruned, t, data, tolerance=0.02, advisor=fitted, features=_features(0.1))
-    assert "unknown" not in b.out_of_domain and "t_initial" in b.notes
+    assert "training length is unknown" not in b.out_of_domain and "t_initial" in b.notes
+    assert "learning curve is unknown" in b.out_of_domain and not b.in_domain  # t_δ estimated from T: said, and widened
     assert b.time_unit == pytest.approx(2.0*len(data.x_train)/BATCH) and b.cap == pytest.approx(2.0)
 
 

@@ -320,16 +320,19 @@ class Advisor:
     version:str="fitted" # `CORPUS_VERSION` for the shipped advisor, 'fitted' for `fit_advisor` on other runs
     dropped:tuple=()     # inputs the trees do not use: the `INPUT_SETS` entry that predicted a held-out training regime best
     td_fraction:dict=field(default_factory=dict) # δ -> the corpus originals' median t_δ / T: estimates t_δ when a curve is unknown
+    unit_widen:float=1.0 # the factor on σ when t_δ is estimated, calibrated out of fold on the corpus's rows with theirs estimated
 
     def __repr__(self): return (f"Advisor({self.version}: {self.n_runs} runs, time unit t_δ, inputs not used {list(self.dropped)}, AFT σ = {self.scale:g}, interval factors "
-                                f"{', '.join(f'{l:g}: ×{k:.2f}' for l, k in self.widen.items())}, out of domain ×{self.ood_widen:.2f})")
+                                f"{', '.join(f'{l:g}: ×{k:.2f}' for l, k in self.widen.items())}, out of domain ×{self.ood_widen:.2f}, "
+                                f"t_δ estimated ×{self.unit_widen:.2f})")
 
     def to_json(self)->str:
         "The advisor as JSON text: the booster in xgboost's own JSON and the rest as plain numbers (loading runs no code)."
         meta = dict(scale=self.scale, widen={f"{k:g}": v for k, v in self.widen.items()}, ood_widen=self.ood_widen,
                     domain=vars(self.domain) | {"names": list(self.domain.names)}, n_runs=self.n_runs, batch_size=self.batch_size,
                     default_T=self.default_T, version=self.version, dropped=list(self.dropped),
-                    td_fraction={f"{k:g}": v for k, v in self.td_fraction.items()}, inputs=list(INPUTS), xgboost=xgb.__version__)
+                    td_fraction={f"{k:g}": v for k, v in self.td_fraction.items()}, unit_widen=self.unit_widen,
+                    inputs=list(INPUTS), xgboost=xgb.__version__)
         return json.dumps({"meta": meta, "booster": json.loads(bytes(self.booster.save_raw("json")).decode())})
 
     @classmethod
@@ -342,7 +345,7 @@ class Advisor:
             dom = m["domain"]; dom["names"] = tuple(dom["names"])
             return cls(b, float(m["scale"]), {float(k): float(v) for k, v in m["widen"].items()}, float(m["ood_widen"]),
                        Domain(**dom), int(m["n_runs"]), int(m["batch_size"]), float(m["default_T"]), str(m["version"]), tuple(m["dropped"]),
-                       {float(k): float(v) for k, v in m["td_fraction"].items()})
+                       {float(k): float(v) for k, v in m["td_fraction"].items()}, float(m["unit_widen"]))
         except (KeyError, TypeError, ValueError, xgb.core.XGBoostError) as e:
             raise ValueError(f"advisor: not a saved advisor ({type(e).__name__}: {str(e)[:200]}); save one with `Advisor.save`") from None
 
@@ -428,9 +431,12 @@ def _fit(rows:pd.DataFrame, folds:int, version:str, calibrate:str)->Advisor:
     widen = {l: _widen(mu, sd, lo, up, l) for l in LEVELS}
     for a, b in zip(LEVELS, LEVELS[1:]): widen[b] = max(widen[b], widen[a])  # nested intervals
     k_ood = _widen(mu[ood], sd*widen[0.8], lo[ood], up[ood], 0.8) if ood.sum() >= 30 else 2.0
+    frac = _td_fraction(rows)  # without a curve t_δ is T × frac: the offset moves, the trees' output does not
+    mu_est = mu + np.log(todo.orig_iters.to_numpy(float)*_fraction_at(frac, todo.tol.to_numpy(float))/todo.orig_td.to_numpy(float))
+    k_unit = _widen(mu_est, sd*widen[0.8], lo, up, 0.8)
     return Advisor(_booster(x, todo, scale, drop), scale, widen, max(1.0, k_ood), Domain.fit(x, todo.original.to_numpy()),
                    int(rows.group.nunique()), int(rows.batch_size.iloc[0]), float(np.median(train_length(todo))), version, drop,
-                   _td_fraction(rows))
+                   frac, max(1.0, k_unit))
 
 # %% ../nbs/06b_advisor.ipynb #166cec8b
 def fit_advisor(runs:pd.DataFrame,      # corpus runs: the shipped `corpus_runs()`, or `corpus_table(collect(...))[0]` of a user's own
@@ -481,7 +487,7 @@ def predict(advisor:Advisor,     # from `fit_advisor` or `load_advisor`
                                               f"time is counted from the corpus's median original, {advisor.default_T:.0f} steps", *why[i]]
     ood = np.array([bool(w) for w in why])
     mu = _margin(advisor.booster, x, raw, advisor.dropped)
-    sd = advisor.scale*np.where(ood, advisor.ood_widen, 1.0)
+    sd = advisor.scale*np.where(ood, advisor.ood_widen, 1.0)*np.where(unknown_td, advisor.unit_widen, 1.0)
     none = _meets(raw)
     p = np.where(none, 1.0, norm.cdf((np.log(raw.cap_iters.to_numpy(float)) - mu)/(sd*advisor.widen[0.8])))
     out = pd.DataFrame({"status": np.where(none, "none", np.where(p >= 0.5, "recovers", "unlikely")), "p_recover": p,
@@ -491,6 +497,7 @@ def predict(advisor:Advisor,     # from `fit_advisor` or `load_advisor`
         out[f"lo{l:g}"] = np.where(none, 0.0, np.maximum(1.0, np.exp(mu - z)))
         out[f"hi{l:g}"] = np.where(none, 0.0, np.maximum(1.0, np.exp(mu + z)))
     out["t_delta"] = time_unit(raw).to_numpy(float)
+    out["widened"] = sd/advisor.scale
     out["out_of_domain"] = ["; ".join(w) for w in why]
     return out
 
@@ -521,7 +528,7 @@ class Advice:
     time_unit:float           # T: the original's training length in retraining steps
     out_of_domain:str=""      # why the case lies outside the corpus ('' when inside); the intervals are widened then
     notes:str=""              # how an input was obtained, when it was derived (e.g. the training length from t_initial)
-    widened:float=1.0         # the factor on the spread out of domain (calibrated on held-out runs outside their fold's domain)
+    widened:float=1.0         # the factor on the spread: out of domain, and where t_δ was estimated (each calibrated out of fold)
     log_sd:float=math.nan     # the predictive standard deviation of log(iterations): the live forecast's prior
     reference_acc:float=math.nan # the original's accuracy on the pruning data
     t_delta:float=math.nan    # t_δ: the original's own steps to come within δ, in retraining steps (the unit the model predicts in)
@@ -653,11 +660,12 @@ def advise(pruned:nn.Module,             # the pruned network (torch.nn.utils.pr
                   interval80=(float(pred["lo0.8"]), float(pred["hi0.8"])), interval95=(float(pred["lo0.95"]), float(pred["hi0.95"])),
                   p_recover=float(pred.p_recover), cap=float(cap), recommended_cap=float(rec_cap), tolerance=tolerance, recipe=recipe,
                   iters_per_epoch=ipe, time_unit=float(T), t_delta=float(pred.t_delta), out_of_domain="; ".join(why), notes=note,
-                  widened=advisor.ood_widen if pred.out_of_domain else 1.0,
+                  widened=float(pred.widened),
                   log_sd=float(pred.sd), reference_acc=float(f["ref_acc"]), features=dict(f), advisor=advisor.version)
 
 # %% ../nbs/06b_advisor.ipynb #99a74097
-RULES = ("advisor", "original length", "10% of original", "corpus median", "Theorem 1, fitted γ", "v1 advice × T/252")
+RULES = ("advisor", "advisor, no curve", "original length", "10% of original", "corpus median", "Theorem 1, fitted γ",
+         "v1 advice × T/252")
 
 def _ratio_rule(train:pd.DataFrame, test:pd.DataFrame, centre_tr:np.ndarray, centre_te:np.ndarray)->pd.DataFrame:
     "A rule predicting centre × exp(quantiles of the recovered training rows' log(iters/centre)), per tolerance."
@@ -683,7 +691,8 @@ def _rules(train_runs:pd.DataFrame, train:pd.DataFrame, test:pd.DataFrame)->dict
     t1 = lambda d: 10**col(d, "log_theorem1")*col(d, "iters_per_epoch")  # Theorem 1 in iterations (NaN where not recorded)
     ok = rec & np.isfinite(t1(train))
     gamma = fit_gamma(t1(train)[ok], train.iters.to_numpy(float)[ok]) if ok.sum() >= 2 else math.nan
-    out = {"advisor": predict(fit_advisor(train_runs), test)}
+    adv = fit_advisor(train_runs)
+    out = {"advisor": predict(adv, test), "advisor, no curve": predict(adv, test.assign(orig_td=np.nan))}  # t_δ estimated from T
     v1 = train_runs[train_runs.regime.eq("v1")] if "regime" in train_runs else train_runs.iloc[:0]
     try: out["v1 advice × T/252"] = predict(fit_advisor(v1), test.assign(orig_td=np.nan)) if len(v1) else None  # no curve: t_δ ∝ T
     except ValueError: out["v1 advice × T/252"] = None

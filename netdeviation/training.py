@@ -274,6 +274,8 @@ def _check_curve(curve)->tuple:
     except (TypeError, ValueError): raise TypeError(f"record.val_curve: expected pairs (step, validation accuracy), got {str(curve)[:80]}") from None
     if any(b[0] <= a[0] for a, b in zip(pts, pts[1:])) or any(s < 0 for s, _ in pts):
         raise ValueError("record.val_curve: steps must be non-negative and increasing; pass the checks in the order they were made")
+    bad = [s for s, a in pts if not math.isfinite(a)]
+    if bad: raise ValueError(f"record.val_curve: the accuracy at step {bad[0]} is not a finite number; drop that check or measure it again")
     if not all(0 <= a <= 1 for _, a in pts): raise ValueError("record.val_curve: accuracies must lie in [0, 1] (fractions, not percent)")
     return pts
 

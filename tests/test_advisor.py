@@ -204,6 +204,11 @@ def test_the_unit_is_the_originals_own_learning_time():
     assert within(law_median(rows)/truth.to_numpy()) < 0.6  # the law in units of T misses: the test has teeth
     one = rows.head(40)  # the same cases, the original's curve twice as slow: the answer twice as long (the offset)
     assert np.allclose(predict(adv, one.assign(orig_td=2*one.orig_td)).iters/predict(adv, one).iters, 2, rtol=1e-3)
+    # without the curves, t_δ is estimated from T and the intervals widen by the factor calibrated for that: still nominal
+    blind = predict_chunked(adv, rows.assign(orig_td=np.nan))
+    assert adv.unit_widen > 1.5 and (blind.widened >= adv.unit_widen - 1e-9).all()
+    cov = ((blind["lo0.8"] <= rows.iters) & (rows.iters <= blind["hi0.8"])).mean()
+    assert 0.7 <= cov <= 0.9, cov
 
 
 # ---------------------------------------------------------------- 3. censoring moves the answer up

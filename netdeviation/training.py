@@ -379,7 +379,7 @@ class Baseline:
                    t_initial:float|None=None,            # epochs its training took, if known
                    config:str|TrainConfig="default",     # the optimiser it was trained with: η and batch size of bounds and retraining
                    seed:int|None=None,                   # its seed, if known
-                   record:TrainRecord|dict|None=None,    # its training run, as far as known: steps, n_train, optimiser, lr, schedule, final loss
+                   record:TrainRecord|dict|None=None,    # its training run, as far as known: steps, n_train, optimiser, lr, schedule, final loss, learning curve
                   )->Baseline:
         "A `Baseline` of a model trained elsewhere; bounds that need an unknown `W_initial` or `t_initial` say so in their status."
         _check_model(model); cfg = get_config(config)

@@ -153,6 +153,12 @@ def check_runs(runs:pd.DataFrame, # corpus runs (see `corpus_runs`, `netdeviatio
     for t in tols:
         rec, lo = runs[f"status_{t:g}"].eq("recovered"), pd.to_numeric(runs[f"lower_{t:g}"], errors="coerce")
         if (rec & ~(lo >= 0)).any(): raise ValueError(f"runs: lower_{t:g} is missing or negative on recovered rows; the table is inconsistent")
+    for t in tols:  # the time unit: every run that needs retraining at δ knows its original's t_δ
+        need = runs[f"status_{t:g}"].isin(("recovered", "censored"))
+        td = pd.to_numeric(runs[f"orig_td_{t:g}"], errors="coerce") if f"orig_td_{t:g}" in runs else pd.Series(np.nan, index=runs.index)
+        if (need & ~(td > 0)).any():
+            raise ValueError(f"runs: {int((need & ~(td > 0)).sum())} rows have no t_δ of their original (orig_td_{t:g}); record each "
+                             "original's learning curve (`netdeviation.training.ValCurve`) and rebuild the table")
     if runs.batch_size.nunique() != 1:
         raise ValueError(f"runs: retrained at several batch sizes {sorted(runs.batch_size.unique())}; the corpus counts steps at one batch size, so fit one advisor per batch size")
     return runs
@@ -413,9 +419,6 @@ def _fit(rows:pd.DataFrame, folds:int, version:str, calibrate:str)->Advisor:
     if todo.status.nunique() < 2 or (todo.status == "recovered").sum() < 20:
         raise ValueError(f"runs: need recovered and censored runs to fit (got {int((todo.status == 'recovered').sum())} recovered rows, "
                          f"statuses {sorted(todo.status.unique())}); add runs with larger amounts or a smaller cap")
-    if not np.isfinite(time_unit(todo)).all():
-        raise ValueError(f"runs: {int((~np.isfinite(time_unit(todo))).sum())} rows have no t_δ of their original (orig_td_<δ> columns); "
-                         "record each original's learning curve (`netdeviation.training.ValCurve`) and rebuild the table")
     x, lo, up = inputs_frame(todo), todo.lower.to_numpy(float), todo.upper.to_numpy(float)
     groups = (todo.arch if calibrate == "arch" and "arch" in todo and todo.arch.nunique() >= 2 else todo.original).to_numpy()
     drop = _inputs(x, todo, lo, up)

@@ -23,7 +23,7 @@ from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_n
 from .pruning import METHODS, PRUNING_METHODS, method_kind, prune
 from .retraining import CROSSINGS, RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
 from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, fit, get_config,
-                                   load_checkpoint, save_checkpoint, seed_everything, ValCurve, record_of)
+                                   load_checkpoint, save_checkpoint, seed_everything, fit_recorded, record_of)
 
 # %% auto #0
 __all__ = ['CORPUS_DATASETS', 'RECIPES', 'V1_RECIPES', 'CORPUS_AMOUNTS', 'TOLERANCES', 'CAP', 'CORPUS_ARCHS', 'REGIMES',
@@ -111,9 +111,7 @@ def corpus_baseline(arch:str,                 # one of `CORPUS_ARCHS`
         except (CheckpointError, KeyError, RuntimeError): pass  # unreadable: train it again below
     seed_everything(seed); net = CORPUS_ARCHS[arch]()
     w0 = copy.deepcopy(net.state_dict())
-    curve = ValCurve(data, cfg.epochs*-(-len(data.x_train)//cfg.batch_size), device)  # its learning curve: t_δ per tolerance
-    hist = fit(net, data, cfg, seed=seed, device=device, progress=progress, on_step=curve)
-    rec = TrainRecord.from_fit(cfg, len(data.x_train), hist, curve=curve.curve)
+    hist, rec = fit_recorded(net, data, cfg, seed=seed, device=device, progress=progress)  # with its learning curve: t_δ per tolerance
     save_checkpoint(path, {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "w_initial": w0,
                            "t_initial": float(cfg.epochs), "history": list(hist), "record": asdict(rec)})
     return Baseline(net.eval(), w0, float(cfg.epochs), cfg, hist, seed, path, rec)

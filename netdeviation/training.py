@@ -25,8 +25,8 @@ from .graph import eval_mode
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'CONFIGS', 'seed_everything', 'TrainConfig', 'get_config', 'make_optimizer', 'evaluate', 'History',
            'fit', 'state_equal', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'curve_steps', 'time_within',
-           'ValCurve', 'TrainRecord', 'Baseline', 'data_key', 'baseline_path', 'record_of', 'train_baseline',
-           'get_baseline']
+           'ValCurve', 'TrainRecord', 'Baseline', 'data_key', 'baseline_path', 'fit_recorded', 'record_of',
+           'train_baseline', 'get_baseline']
 
 # %% ../nbs/02_training.ipynb #22b54f08
 def seed_everything(seed:int, # the seed for `random`, NumPy and torch
@@ -446,6 +446,19 @@ def baseline_path(model:str,                # a name in `MODELS`
     key = data_key(data)
     return Path(cache or cache_dir()/"checkpoints")/f"{model}-{act}-{config}-{h}-seed{seed}{'-data' + key if key else ''}.pt"
 
+# %% ../nbs/02_training.ipynb #f1d1b219
+def fit_recorded(model:nn.Module,               # trained in place
+                 data:Data,                     # its data (the validation split draws the curve)
+                 config:TrainConfig,            # how to train it
+                 seed:int=0,                    # seeds the batch order
+                 device:str|torch.device="cpu", # where to train
+                 progress:bool=True,            # show a progress bar
+                )->tuple[History, TrainRecord]: # what `fit` returned, and the run's record with its learning curve
+    "Train with `fit` while `ValCurve` records the learning curve; the history and the run's `TrainRecord`."
+    curve = ValCurve(data, config.epochs*-(-len(data.x_train)//config.batch_size), device)
+    hist = fit(model, data, config, seed=seed, device=device, progress=progress, on_step=curve)
+    return hist, TrainRecord.from_fit(config, len(data.x_train), hist, curve=curve.curve)
+
 # %% ../nbs/02_training.ipynb #0155e256
 def record_of(ck:dict,              # a loaded checkpoint
               config:TrainConfig,   # the config it was trained with
@@ -453,8 +466,9 @@ def record_of(ck:dict,              # a loaded checkpoint
               history:History,      # its per-epoch history
              )->TrainRecord:
     "The training record a checkpoint holds; one saved before learning curves were recorded gets the history's per-epoch curve."
-    rec = TrainRecord.of(ck["record"]) if "record" in ck else TrainRecord.from_fit(config, n_train, history)
-    return rec if rec.val_curve is not None else replace(rec, val_curve=TrainRecord.from_fit(config, n_train, history).val_curve)
+    read = TrainRecord.from_fit(config, n_train, history)
+    rec = TrainRecord.of(ck["record"]) if "record" in ck else read
+    return rec if rec.val_curve is not None else replace(rec, val_curve=read.val_curve)
 
 # %% ../nbs/02_training.ipynb #a973032d
 def _check_data_arg(data)->Data|None:
@@ -505,10 +519,8 @@ def train_baseline(model:str,                     # a name in `MODELS`
     seed_everything(seed)
     net = get_model(model, act=act)
     w_initial = copy.deepcopy(net.state_dict())
-    curve = ValCurve(data, cfg.epochs*-(-len(data.x_train)//cfg.batch_size), device)
-    hist = fit(net, data, cfg, seed=seed, device=device, progress=progress, on_step=curve)
-    return Baseline(net.eval(), w_initial, float(cfg.epochs), cfg, hist, seed,
-                    record=TrainRecord.from_fit(cfg, len(data.x_train), hist, curve=curve.curve))
+    hist, record = fit_recorded(net, data, cfg, seed=seed, device=device, progress=progress)
+    return Baseline(net.eval(), w_initial, float(cfg.epochs), cfg, hist, seed, record=record)
 
 # %% ../nbs/02_training.ipynb #c184b5a2
 def get_baseline(model:str="lenet_300_100",       # a name in `MODELS`

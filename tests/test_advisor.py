@@ -419,6 +419,11 @@ def _cut_after(text:bytes, col:str)->bytes:
     keep = b",".join(row[:head.index(col.encode()) + 1])
     return b"\n".join(lines[:-2]) + b"\n" + keep
 
+def test_check_runs_needs_the_originals_t_delta(corpus):
+    "A run that needs retraining without its original's t_δ has no time unit: refused by name, before any fit."
+    for bad in (corpus.drop(columns="orig_td_0.02"), corpus.assign(**{"orig_td_0.02": np.nan})):
+        with pytest.raises(ValueError, match=r"^runs: \d+ rows have no t_δ of their original \(orig_td_0.02\)"): check_runs(bad)
+
 def test_check_runs_refuses_a_truncated_csv(corpus):
     text = _corpus_csv(corpus.head(60).drop(columns=["z", "rho"]))
     half = pd.read_csv(io.BytesIO(text[:len(text)//2]))

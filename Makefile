@@ -6,7 +6,9 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
-# --no-compile: the .pyc are written on first import
+# --no-compile: the .pyc are written on first import, even where the environment says not to write them: without
+# them every Python process compiles torch again from source (about 5 s a process on two cores)
+unexport PYTHONDONTWRITEBYTECODE
 PIP   := $(BIN)/pip install --quiet --disable-pip-version-check --no-compile
 export NETDEVIATION_CACHE ?= $(CURDIR)/.cache
 

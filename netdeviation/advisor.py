@@ -28,7 +28,7 @@ from .training import Baseline, TrainConfig, TrainRecord
 
 # %% auto #0
 __all__ = ['CORPUS_VERSION', 'CORPUS_FILE', 'MODEL_FILE', 'V1_ORIGINAL', 'MEASURED', 'ORIGINAL', 'RECIPE', 'INPUTS', 'RAW',
-           'LEVELS', 'XGB_PARAMS', 'ROUNDS', 'SCALES', 'INPUT_SETS', 'DOMAIN', 'ADVICE_STATUSES', 'RULES',
+           'LEVELS', 'XGB_PARAMS', 'ROUNDS', 'SCALES', 'INPUT_SETS', 'DOMAIN', 'ADVICE_STATUSES', 'RULES', 'HELD',
            'with_original_columns', 'corpus_runs', 'train_length', 'time_unit', 'inputs_frame', 'check_runs',
            'training_rows', 'censored_coverage', 'Domain', 'Advisor', 'fit_advisor', 'predict', 'load_advisor',
            'Advice', 'advise', 'score', 'validate', 'save_validation', 'shipped_runs', 'build_corpus']
@@ -743,10 +743,10 @@ def _holdout(rows:pd.DataFrame, by:str)->np.ndarray:
     return rows[by].astype(str).to_numpy()
 
 # %% ../nbs/06b_advisor.ipynb #485d71df
-def validate(runs:pd.DataFrame,      # corpus runs (see `corpus_runs`)
-             by:str="arch",          # hold out one 'arch', one 'dataset', or one 'regime' family at a time
-            )->pd.DataFrame:         # one row per (held-out group, rule), and an 'all' row per rule
-    "Leave-one-group-out validation of the advisor beside the rules practitioners use today."
+HELD = ("status", "p_recover", "iters", "sd", "lo0.8", "hi0.8", "lo0.95", "hi0.95", "t_delta", "widened")  # the advice `validate(..., detail=True)` keeps
+
+def _validation(runs:pd.DataFrame, by:str)->tuple[pd.DataFrame, pd.DataFrame]:
+    "The scores per (held-out group, rule) and pooled, and the advisor's held-out advice per row."
     check_choice(by, "by", ("arch", "dataset", "regime"))
     runs = with_original_columns(check_runs(runs)); rows = training_rows(runs)
     g_runs, g_rows, scores, parts = _holdout(runs, by), _holdout(rows, by), [], []
@@ -759,23 +759,35 @@ def validate(runs:pd.DataFrame,      # corpus runs (see `corpus_runs`)
     for rule in RULES:  # pooled over every held-out group
         got = [(a, b) for r, a, b in parts if r == rule]
         if got: scores.append({"held_out": "all", "rule": rule, **score(pd.concat([a for a, _ in got]), pd.concat([b for _, b in got]))})
-    return pd.DataFrame(scores)
+    held = pd.concat([pd.concat([t[[k for k in ("corpus", "run", "tol") if k in t]], pd.Series(_holdout(t, by), index=t.index, name="held_out"), p[list(HELD)]], axis=1)
+                      for r, t, p in parts if r == "advisor"], ignore_index=True)
+    return pd.DataFrame(scores), held
+
+# %% ../nbs/06b_advisor.ipynb #7e5c8424
+def validate(runs:pd.DataFrame,      # corpus runs (see `corpus_runs`)
+             by:str="arch",          # hold out one 'arch', one 'dataset', or one 'regime' family at a time
+             detail:bool=False,      # return the advisor's held-out advice per (run, δ) instead of the scores
+            )->pd.DataFrame:         # one row per (held-out group, rule), and an 'all' row per rule
+    "Leave-one-group-out validation of the advisor beside the rules practitioners use today."
+    scores, held = _validation(runs, by)
+    return held if detail else scores
 
 # %% ../nbs/06b_advisor.ipynb #ccd792b4
 def save_validation(runs:pd.DataFrame,   # corpus runs
                     out_dir:str|Path,    # the committed folder
                     by=("arch", "dataset", "regime"), # the validations to write
                    )->dict:              # name -> path
-    "The leave-one-group-out validation tables, written atomically (a grouping the runs cannot split is skipped)."
+    "The leave-one-group-out validation tables and the advisor's held-out advice behind them, written atomically (a grouping the runs cannot split is skipped)."
     out, files = Path(out_dir), {}
     out.mkdir(parents=True, exist_ok=True)
     for b in by:
-        try: v = validate(runs, b)
+        try: v, held = _validation(runs, b)
         except ValueError as e:
             if not str(e).startswith("by:"): raise
             continue
-        files[f"validation_{b}"] = p = out/f"validation_{b}.csv"
-        atomic_write(p, lambda tmp: v.to_csv(tmp, index=False))
+        files[f"validation_{b}"], files[f"advice_{b}"] = out/f"validation_{b}.csv", out/f"advice_{b}.csv"
+        atomic_write(files[f"validation_{b}"], lambda tmp: v.to_csv(tmp, index=False))
+        atomic_write(files[f"advice_{b}"], lambda tmp: held.to_csv(tmp, index=False, float_format="%.6g"))
     return files
 
 # %% ../nbs/06b_advisor.ipynb #c4da697b

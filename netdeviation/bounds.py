@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call
 from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
@@ -90,6 +90,13 @@ def _refresh(model:nn.Module):
         for h in m._forward_pre_hooks.values():
             if isinstance(h, torch_prune.BasePruningMethod): h(m, None)
 
+def _grad_and_value(f, w:dict, xb, yb)->tuple[dict, torch.Tensor]:
+    "(∇_w f(w, xb, yb), f(w, xb, yb)) by reverse-mode autograd (plain autograd: `torch.func`'s transforms import torch's compiler on first use)."
+    w = {k: v.detach().requires_grad_() for k, v in w.items()}
+    with torch.enable_grad(): l = f(w, xb, yb)
+    g = torch.autograd.grad(l, list(w.values()), allow_unused=True)
+    return {k: torch.zeros_like(v) if gk is None else gk for (k, v), gk in zip(w.items(), g)}, l.detach()
+
 def _check_inputs(model, x, y, batch_size, include_bias, device)->torch.device:
     "Check the arguments `loss_and_grad` and `hessian_norm` share; the device as a `torch.device`."
     _check_model(model); check_images(x, "x"); check_labels(y, n=len(x), name="y")
@@ -109,7 +116,7 @@ def loss_and_grad(model:nn.Module,              # network at the point W (pruned
     loss, grads = 0.0, {k: torch.zeros_like(v) for k, v in w.items()}
     with eval_mode(model):  # BatchNorm on its running statistics (never updating them), Dropout off
         for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            g, l = grad_and_value(f)(w, xb.to(device), yb.to(device))
+            g, l = _grad_and_value(f, w, xb.to(device), yb.to(device))
             loss += l.item()
             for k in grads: grads[k] += g[k]
     _refresh(model)

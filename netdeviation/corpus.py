@@ -27,10 +27,10 @@ from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRec
 
 # %% auto #0
 __all__ = ['CORPUS_DATASETS', 'RECIPES', 'V1_RECIPES', 'CORPUS_AMOUNTS', 'TOLERANCES', 'CAP', 'CORPUS_ARCHS', 'REGIMES',
-           'ORIGINAL_OPTIMIZERS', 'CONVERGED_EPOCHS', 'V2_TOLERANCES', 'FEATURES', 'STATUSES', 'CORPUS_FIXED',
-           'V2_AMOUNTS', 'V2_ARCH_ORDER', 'CORPUS_V2_FIXED', 'original_config', 'corpus_data', 'corpus_baseline',
-           'features', 'measure_features', 'recovery_columns', 'corpus_run', 'corpus_table', 'check_noise',
-           'save_corpus', 'corpus_grid', 'corpus_grid_v2']
+           'ORIGINAL_OPTIMIZERS', 'CONVERGED_EPOCHS', 'V2_TOLERANCES', 'FEATURES', 'STATUSES', 'ORIGINAL_CURVES',
+           'CORPUS_FIXED', 'V2_AMOUNTS', 'V2_ARCH_ORDER', 'CORPUS_V2_FIXED', 'original_config', 'corpus_data',
+           'corpus_baseline', 'features', 'measure_features', 'recovery_columns', 'corpus_run', 'corpus_table',
+           'check_noise', 'save_corpus', 'corpus_grid', 'corpus_grid_v2']
 
 # %% ../nbs/06a_corpus.ipynb #42699b41
 CORPUS_DATASETS = ("mnist", "fashion_mnist")
@@ -269,7 +269,9 @@ def check_noise(curves:pd.DataFrame, # a corpus's curves (`corpus_table`): run, 
     return float(np.nanmedian([one(c) for _, c in curves.groupby("run")]))
 
 # %% ../nbs/06a_corpus.ipynb #bf265af8
-def _readme(runs:pd.DataFrame, curves:pd.DataFrame)->str:
+ORIGINAL_CURVES = "original_curves.csv"  # the originals' learning curves, kept beside a corpus's tables
+
+def _readme(runs:pd.DataFrame, curves:pd.DataFrame, originals:bool=False)->str:
     tols = sorted(float(c.split("_", 1)[1]) for c in runs if c.startswith("status_"))
     st = {t: runs[f"status_{t:g}"].value_counts().reindex(list(STATUSES), fill_value=0).to_dict() for t in tols}
     grid = ", ".join(f"{k}s: {runs[k].nunique()}" for k in ("dataset", "arch", "regime", "orig_optimizer", "method", "recipe", "seed") if k in runs) + \
@@ -287,7 +289,12 @@ def _readme(runs:pd.DataFrame, curves:pd.DataFrame)->str:
              "recovered / censored). `orig_td_δ` is the original's own t_δ: the step at which its learning curve (the median "
              "of three checks) came within δ of its final validation accuracy (`netdeviation.training.time_within`).",
              "- `curves.csv`: every check of every run: `run`, `step`, `epochs`, validation `loss` and `acc`. A run "
-             "stops at the first check within the strictest δ, or at the cap.", "",
+             "stops at the first check within the strictest δ, or at the cap.",
+             *([f"- `{ORIGINAL_CURVES}`: each original's learning curve (`original`: dataset/arch/regime/optimiser, and its `seed`; "
+                "`step`, validation `acc` and `loss`, the loss empty where the original's record kept only the accuracy), checked at "
+                "`netdeviation.training.curve_steps`; the `orig_td_δ` columns of both corpora are read off it. It is kept beside the "
+                "tables rather than written by `save_corpus`: the v1 originals and the first 14 of v2 were trained again for it, with the "
+                "same seed and config; the others' curves come from their training records (`corpus_baseline(...).record.val_curve`)."] if originals else []), "",
              "| δ | " + " | ".join(STATUSES) + " |", "|---|" + "---|"*len(STATUSES),
              *[f"| {t:g} | " + " | ".join(str(st[t][s]) for s in STATUSES) + " |" for t in tols], "",
              f"Validation noise: the check-to-check standard deviation of accuracy (`check_noise`) has a median of "
@@ -304,7 +311,7 @@ def save_corpus(rows:pd.DataFrame,        # the rows of a corpus sweep (`netdevi
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     files = {"corpus": out/"corpus.csv", "curves": out/"curves.csv", "readme": out/"README.md"}
     atomic_write(files["corpus"], runs.to_csv(index=False)); atomic_write(files["curves"], curves.to_csv(index=False, float_format="%.6g"))
-    atomic_write(files["readme"], _readme(runs, curves))
+    atomic_write(files["readme"], _readme(runs, curves, originals=(out/ORIGINAL_CURVES).is_file()))
     return files
 
 # %% ../nbs/06a_corpus.ipynb #9dfb6a38

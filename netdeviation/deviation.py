@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .checks import check_choice, check_device, check_float, check_images, check_int
 from .graph import (MODULE_RULES, PRUNABLE, Stage, call, check_model, combine, eval_mode, gain, is_chain, lanczos_max,
-                                one_thread, stages, start_vectors, trace)
+                                one_thread, stages, start_vectors, trace, transpose)
 from .graph import change as op_change
 from .graph import effective
 from .paper import AMOUNTS
@@ -89,10 +89,9 @@ def _apply(layer:nn.Module, y:torch.Tensor, weight:torch.Tensor, bias:torch.Tens
     return F.linear(y, weight, bias) if isinstance(layer, nn.Linear) else layer._conv_forward(y, weight, bias)
 
 def _linear_map(layer:nn.Module, weight:torch.Tensor, shape:tuple)->tuple:
-    "$A$ and $A^T$ (by `torch.func.vjp`) of the bias-free layer on inputs of `shape`."
+    "$A$ and $A^T$ (by `netdeviation.graph.transpose`) of the bias-free layer on inputs of `shape`."
     A = lambda v: _apply(layer, v, weight, None)
-    _, vjp = torch.func.vjp(A, torch.zeros(shape, dtype=weight.dtype, device=weight.device))
-    return A, lambda u: vjp(u)[0]
+    return A, transpose(A, torch.zeros(shape, dtype=weight.dtype, device=weight.device))
 
 def _check_layer(layer, name:str="layer"):
     if not isinstance(layer, PRUNABLE): raise TypeError(f"{name}: expected an nn.Linear, nn.Conv1d or nn.Conv2d, got {type(layer).__name__}")

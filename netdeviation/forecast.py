@@ -14,24 +14,15 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from .checks import atomic_write, check_choice, check_float, check_int
+from .training import CROSSINGS, smoothed
 
 # %% auto #0
-__all__ = ['VERDICTS', 'CROSSINGS', 'BASES', 'GAP_FLOOR', 'FLAT_SLOPE', 'LOG_CAP', 'MODEL_FILE', 'FLAT_WIDEN', 'ForecastModel',
+__all__ = ['VERDICTS', 'BASES', 'GAP_FLOOR', 'FLAT_SLOPE', 'LOG_CAP', 'MODEL_FILE', 'FLAT_WIDEN', 'ForecastModel',
            'fit_forecast_model', 'load_forecast_model', 'Forecast', 'Forecaster', 'forecast_curve', 'validate_forecast']
 
 # %% ../nbs/05a_forecast.ipynb #c912d239
 VERDICTS = ("none", "recovered", "recovers", "unlikely")  # the advisor's vocabulary: already within δ / met / on track / P(within budget) too low
-CROSSINGS = ("first", "median3")                          # a check meets the target by itself, or the median of the last three does
 BASES = ("prior", "curve", "prior+curve", "measured")      # what a forecast rests on
-
-def _median3(values)->np.ndarray:
-    "Running median of the last three values (fewer at the start): element i = median(v[max(0, i-2):i+1])."
-    v = np.asarray(values, dtype=float)
-    return np.array([np.median(v[max(0, i - 2):i + 1]) for i in range(len(v))])
-
-def _ruled(values, crossing:str)->np.ndarray:
-    "The values the recovery rule compares with the target: the checks ('first') or their running median ('median3')."
-    return _median3(values) if crossing == "median3" else np.asarray(values, dtype=float)
 
 # %% ../nbs/05a_forecast.ipynb #61c09c8b
 GAP_FLOOR = 1e-4    # the gap is floored here before its logarithm
@@ -122,7 +113,7 @@ def _residuals(runs:pd.DataFrame, curves:pd.DataFrame, tolerances, crossing:str)
     for run in runs.to_dict("records"):
         cu = by_run.get(run["run"])
         if cu is None: continue
-        steps, gap = cu["step"].to_numpy(dtype=float), run["ref_acc"] - _ruled(cu["acc"].to_numpy(), crossing)
+        steps, gap = cu["step"].to_numpy(dtype=float), run["ref_acc"] - smoothed(cu["acc"].to_numpy(), crossing)
         for t in tolerances:
             status, actual = run[f"status_{t:g}"], run[f"iters_{t:g}"]
             if status not in ("recovered", "censored"): continue
@@ -334,8 +325,8 @@ def _split(runs:pd.DataFrame, by:str|None)->list[np.ndarray]:
     half = key.isin(vals[::2]).to_numpy()
     return [half, ~half]
 
-def _cases(runs:pd.DataFrame, curves:pd.DataFrame, model:ForecastModel, fractions, tolerances, crossing:str)->list[dict]:
-    "The forecasts at f × the measured recovery of every recovered run, with the two baselines."
+def _cases(runs:pd.DataFrame, curves:pd.DataFrame, model:ForecastModel, fractions, tolerances, crossing:str, priors:dict)->list[dict]:
+    "The forecasts at f × the measured recovery of every recovered run (from its prior where `priors` has one), with the two baselines."
     out, by_run = [], {k: g.sort_values("step") for k, g in curves.groupby("run")}
     for run in runs.to_dict("records"):
         cu = by_run.get(run["run"])
@@ -345,8 +336,9 @@ def _cases(runs:pd.DataFrame, curves:pd.DataFrame, model:ForecastModel, fraction
             steps = cu["step"].to_numpy()
             ks = {f: int(np.searchsorted(steps, f*actual, side="right")) - 1 for f in fractions}
             if max(steps[k] for k in ks.values()) < 1: continue
-            fcs = forecast_curve(cu.iloc[:max(ks.values()) + 1], run["ref_acc"], t, int(run["cap_iters"]), model=model, crossing=crossing)
-            gap = run["ref_acc"] - _ruled(cu["acc"].to_numpy(), crossing)
+            fcs = forecast_curve(cu.iloc[:max(ks.values()) + 1], run["ref_acc"], t, int(run["cap_iters"]), prior=priors.get((run["run"], t)),
+                                 model=model, crossing=crossing)
+            gap = run["ref_acc"] - smoothed(cu["acc"].to_numpy(), crossing)
             for f, k in ks.items():
                 if steps[k] < 1: continue
                 row = fcs.iloc[k]; pw = _power_fit(steps[:k+1], gap[:k+1], t); ex = _exp_fit(steps[:k+1], gap[:k+1], t)
@@ -364,6 +356,17 @@ def _exp_fit(steps, gaps, delta:float)->float|None:
     b = ((x - x.mean())*(y - y.mean())).sum()/((x - x.mean())**2).sum(); a = y.mean() - b*x.mean()
     return None if b >= 0 else max((math.log(delta) - a)/b, float(s[-1]))
 
+# %% ../nbs/05a_forecast.ipynb #027a30a1
+def _priors(priors:pd.DataFrame|None)->dict:
+    "(run, δ) -> (median iterations, log-sd) from a table of advice; runs advised 'none' get none."
+    if priors is None: return {}
+    if not isinstance(priors, pd.DataFrame) or (missing := [c for c in ("run", "tol", "status", "iters", "sd") if c not in priors.columns]):
+        raise ValueError(f"priors: expected a DataFrame with columns run, tol, status, iters, sd (`netdeviation.advisor.validate(..., detail=True)`), "
+                         f"got {'missing ' + str(missing) if isinstance(priors, pd.DataFrame) else type(priors).__name__}")
+    if priors.duplicated(["run", "tol"]).any(): raise ValueError("priors: more than one row for a (run, tol); keep one corpus's advice (filter on its `corpus` column)")
+    p = priors[priors.status.ne("none") & (priors.iters > 0) & (priors.sd > 0)]
+    return {(r, float(t)): (float(i), float(s)) for r, t, i, s in zip(p.run, p.tol, p.iters, p.sd)}
+
 # %% ../nbs/05a_forecast.ipynb #153de53c
 def validate_forecast(runs:pd.DataFrame,               # one row per run (`corpus.csv` shape)
                       curves:pd.DataFrame,             # every check of every run (`curves.csv` shape)
@@ -372,6 +375,7 @@ def validate_forecast(runs:pd.DataFrame,               # one row per run (`corpu
                       tolerances=(0.01, 0.02, 0.05),   # the δ to score at
                       crossing:str="first",            # the rule the runs' `iters_δ` were measured with
                       by:str|None="arch",              # the group column of the two-fold split (run parity when absent)
+                      priors:pd.DataFrame|None=None,   # the advice before retraining per (run, δ): run, tol, status, iters, sd (`validate(..., detail=True)`); None: the curve alone
                       detail:bool=False,               # return every case instead of the summary
                      )->pd.DataFrame:                  # per method and fraction: cases, share forecast, and over those: within 2×, 80%/95% coverage, median ratio
     "Score the forecast part-way through recorded runs, beside a plain power law and an exponential."
@@ -380,7 +384,8 @@ def validate_forecast(runs:pd.DataFrame,               # one row per run (`corpu
     if model is not None and not isinstance(model, ForecastModel): raise TypeError(f"model: expected a ForecastModel or None, got {type(model).__name__}")
     folds = [(np.ones(len(runs), bool), model)] if model is not None else \
             [(test, fit_forecast_model(runs[~test], curves, tolerances, crossing)) for test in _split(runs, by)]
-    cases = pd.DataFrame([c for test, m in folds for c in _cases(runs[test], curves, m, fractions, tolerances, crossing)])
+    prior = _priors(priors)
+    cases = pd.DataFrame([c for test, m in folds for c in _cases(runs[test], curves, m, fractions, tolerances, crossing, prior)])
     if detail: return cases
     ratio = cases["median"].astype(float)/cases["actual"]; made = ratio.notna()
     inside = lambda lo, hi: ((cases[lo] <= cases.actual) & (cases.actual <= cases[hi])).where(made & cases[lo].notna()).astype(float)

@@ -21,8 +21,9 @@ from .checks import check_float, check_int
 __all__ = ['PRUNABLE', 'GELU_LIP', 'GELU_TANH_LIP', 'SILU_LIP', 'WEIGHTED', 'AFFINE', 'MAXPOOL', 'LINEAR', 'SHAPE', 'ADD', 'CAT',
            'META', 'MODULE_RULES', 'FUNCTION_RULES', 'METHOD_RULES', 'MODEL_DTYPES', 'UnsupportedOperation',
            'max_slope', 'Rule', 'register', 'Graph', 'call', 'Op', 'trace', 'follow_inplace', 'share_trace',
-           'lanczos_max', 'start_vectors', 'linear_norm', 'window_count', 'gain', 'combine', 'effective', 'change',
-           'eval_mode', 'copy_model', 'one_thread', 'check_model', 'Stage', 'stages', 'is_chain', 'prunable_layers']
+           'lanczos_max', 'start_vectors', 'transpose', 'linear_norm', 'window_count', 'gain', 'combine', 'effective',
+           'change', 'eval_mode', 'copy_model', 'one_thread', 'check_model', 'Stage', 'stages', 'is_chain',
+           'prunable_layers']
 
 # %% ../nbs/01a_graph.ipynb #6e7c10fb
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # the layers whose weights are pruned
@@ -395,6 +396,19 @@ def start_vectors(shape:tuple,         # the batch's shape, (N, ...)
     "Seeded random start vectors for Lanczos (the same on every device)."
     return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
 
+# %% ../nbs/01a_graph.ipynb #ac5336a8
+def transpose(fn:Callable,     # a linear map, batched over dim 0
+              z:torch.Tensor,  # an input of the shape the map takes (its values are not used: A is linear)
+             )->Callable:      # u ↦ Aᵀu, u shaped like fn(z)
+    "The transpose of a linear map, by reverse-mode autograd through one recorded application."
+    z = torch.zeros_like(z).requires_grad_()
+    with torch.enable_grad(): out = fn(z)
+    if not out.requires_grad: return lambda u: torch.zeros_like(z)  # the map does not depend on its input: Aᵀ = 0
+    def at(u):
+        g = torch.autograd.grad(out, z, u, retain_graph=True, allow_unused=True)[0]
+        return torch.zeros_like(z) if g is None else g
+    return at
+
 # %% ../nbs/01a_graph.ipynb #a57d26a5
 def linear_norm(fn:Callable,          # a linear map, batched over dim 0 (e.g. a bias-free convolution)
                 shape:tuple,          # shape of one input sample
@@ -402,10 +416,9 @@ def linear_norm(fn:Callable,          # a linear map, batched over dim 0 (e.g. a
                 tol:float=1e-12,      # Lanczos tolerance (float64)
                 max_iter:int=300,     # most Lanczos steps
                )->float:              # $\|A\|_2$
-    "Spectral norm of a linear map on inputs of `shape`: Lanczos on $A^TA$, with $A^T$ by `torch.func.vjp`."
-    z = torch.zeros((1, *shape), dtype=torch.float64, device=device)
-    _, vjp = torch.func.vjp(fn, z)
-    return lanczos_max(lambda v: vjp(fn(v))[0], start_vectors((1, *shape), device=device), tol, max_iter).sqrt().item()
+    "Spectral norm of a linear map on inputs of `shape`: Lanczos on $A^TA$, with $A^T$ by `transpose`."
+    at = transpose(fn, torch.zeros((1, *shape), dtype=torch.float64, device=device))
+    return lanczos_max(lambda v: at(fn(v)), start_vectors((1, *shape), device=device), tol, max_iter).sqrt().item()
 
 # %% ../nbs/01a_graph.ipynb #54296609
 def _pool_args(n:fx.Node, m:nn.Module|None)->dict:

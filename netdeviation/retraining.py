@@ -20,12 +20,12 @@ from .checks import check_choice, check_device, check_float, check_int
 from .models import model_name
 from .paper import PAPER_TABLES, TABLE_AMOUNTS
 from .pruning import METHODS, method_kind, prune
-from .training import Baseline, TrainConfig, evaluate, fit, get_config
+from .training import CROSSINGS, Baseline, TrainConfig, evaluate, fit, get_config, smoothed
 
 # %% auto #0
-__all__ = ['RETRAIN_CONFIGS', 'SCHEDULES', 'STOPS', 'CROSSINGS', 'TABLE_COLUMNS', 'retrain_config', 'check_steps', 'RecoveryTime',
-           'smoothed', 'RetrainResult', 'retrain', 'recovery_curve', 'retraining_table', 'as_paper_table',
-           'TABLE_AMOUNTS', 'PAPER_TABLES']
+__all__ = ['RETRAIN_CONFIGS', 'SCHEDULES', 'STOPS', 'TABLE_COLUMNS', 'retrain_config', 'check_steps', 'RecoveryTime',
+           'RetrainResult', 'retrain', 'recovery_curve', 'retraining_table', 'as_paper_table', 'TABLE_AMOUNTS',
+           'PAPER_TABLES']
 
 # %% ../nbs/06_retraining.ipynb #897de94e
 RETRAIN_CONFIGS = ("paper", "han", "rewind", "sgd_cosine")
@@ -83,18 +83,6 @@ class RecoveryTime(NamedTuple):
         if self.recovered: return (f"recovered within ({self.lower_epochs:.3f}, {self.epochs:.3f}] epochs "
                                    f"({self.lower_iterations} < iterations <= {self.iterations})")
         return f"not recovered by the last check ({self.lower_iterations} iterations, {self.lower_epochs:.3f} epochs)"
-
-# %% ../nbs/06_retraining.ipynb #698020c1
-CROSSINGS = ("first", "median3")  # a check meets a rule by itself, or by the median of the last three checks
-
-def smoothed(values,                # a curve's values (loss or accuracy), one per check, in order
-             crossing:str="first",  # 'first': the checks themselves; 'median3': the running median of the last three
-            )->np.ndarray:          # what a rule compares with its target, one per check
-    "The values a recovery rule compares: each check itself, or the median of it and the two before it (fewer at the start)."
-    check_choice(crossing, "crossing", CROSSINGS)
-    v = np.asarray(values, dtype=float)
-    if crossing == "first" or len(v) < 2: return v
-    return np.array([np.median(v[max(0, i - 2):i + 1]) for i in range(len(v))])
 
 # %% ../nbs/06_retraining.ipynb #2047f40f
 def _first_meeting(curve:pd.DataFrame, loss:float|None, acc:float|None, combine:str="or", crossing:str="first")->RecoveryTime:

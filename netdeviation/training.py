@@ -23,10 +23,10 @@ from .models import get_model, model_name, MODELS, ACTIVATIONS
 from .graph import eval_mode
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CONFIGS', 'seed_everything', 'TrainConfig', 'get_config', 'make_optimizer', 'evaluate', 'History',
-           'fit', 'state_equal', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'curve_steps', 'time_within',
-           'ValCurve', 'TrainRecord', 'Baseline', 'data_key', 'baseline_path', 'fit_recorded', 'record_of',
-           'train_baseline', 'get_baseline']
+__all__ = ['OPTIMIZERS', 'CONFIGS', 'CROSSINGS', 'seed_everything', 'TrainConfig', 'get_config', 'make_optimizer', 'evaluate',
+           'History', 'fit', 'state_equal', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'curve_steps',
+           'smoothed', 'time_within', 'ValCurve', 'TrainRecord', 'Baseline', 'data_key', 'baseline_path',
+           'fit_recorded', 'record_of', 'train_baseline', 'get_baseline']
 
 # %% ../nbs/02_training.ipynb #22b54f08
 def seed_everything(seed:int, # the seed for `random`, NumPy and torch
@@ -241,6 +241,18 @@ def curve_steps(total:int, # the run's optimiser steps, T
     geo = {round(2**(k/4)) for k in range(4*int(math.log2(total)) + 1)}
     return sorted(s for s in geo | {round(total*i/64) for i in range(1, 65)} if 1 <= s <= total)
 
+# %% ../nbs/02_training.ipynb #e1f65bd7
+CROSSINGS = ("first", "median3")  # a check meets a rule by itself, or by the median of the last three checks
+
+def smoothed(values,                # a curve's values (loss or accuracy), one per check, in order
+             crossing:str="first",  # 'first': the checks themselves; 'median3': the running median of the last three
+            )->np.ndarray:          # what a rule compares with its target, one per check
+    "The values a recovery rule compares: each check itself, or the median of it and the two before it (fewer at the start)."
+    check_choice(crossing, "crossing", CROSSINGS)
+    v = np.asarray(values, dtype=float)
+    if crossing == "first" or len(v) < 2: return v
+    return np.array([np.median(v[max(0, i - 2):i + 1]) for i in range(len(v))])
+
 # %% ../nbs/02_training.ipynb #c53b4275
 def time_within(curve,           # ((step, val acc), ...) in step order: an original's learning curve
                 tolerance:float, # δ, in accuracy
@@ -249,8 +261,7 @@ def time_within(curve,           # ((step, val acc), ...) in step order: an orig
     check_float(tolerance, "tolerance", 0, 1, low_open=True, high_open=True)
     if curve is None or len(curve) < 3: return None
     steps, acc = np.asarray(curve, float).T
-    med = pd.Series(acc).rolling(3, min_periods=1).median().to_numpy()
-    return float(steps[np.nonzero(med >= np.median(acc[-3:]) - tolerance)[0][0]])
+    return float(steps[np.nonzero(smoothed(acc, "median3") >= np.median(acc[-3:]) - tolerance)[0][0]])
 
 # %% ../nbs/02_training.ipynb #11a642bb
 class ValCurve:

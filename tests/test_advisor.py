@@ -635,6 +635,20 @@ def test_validate_scores_every_rule_and_group():
     with pytest.raises(ValueError, match="^by"): validate(runs, by="method")
     with pytest.raises(ValueError, match="^by: the runs hold one arch"): validate(runs.assign(arch="a"), by="arch")
 
+def test_validate_detail_is_each_row_advised_by_a_fit_blind_to_its_group():
+    runs = synth(150, seed=5, k=8, v1=4)
+    runs["arch"], runs["run"] = np.where(runs.arch.isin(["arch0", "arch2"]), "a", "b"), np.arange(len(runs))
+    held = validate(runs, by="arch", detail=True)
+    rows = training_rows(runs)
+    assert len(held) == len(rows) and not held.duplicated(["run", "tol"]).any()  # every (run, δ) advised once
+    got = held.merge(rows[["run", "tol", "arch"]], on=["run", "tol"])
+    assert (got.held_out == got.arch).all()
+    # group a's advice is what an advisor fitted on group b alone says
+    own = predict(fit_advisor(runs[runs.arch == "b"]), rows[rows.arch == "a"])
+    mine = held[held.held_out == "a"].set_index(["run", "tol"]).iters
+    ref = pd.Series(own.iters.to_numpy(), index=pd.MultiIndex.from_frame(rows[rows.arch == "a"][["run", "tol"]])).reindex(mine.index)
+    assert np.allclose(mine.to_numpy(), ref.to_numpy())
+
 def test_validate_without_iters_per_epoch_is_refused_clearly():
     runs = synth(120, seed=6, k=8).drop(columns=["iters_per_epoch", "log_theorem1"])
     runs["arch"] = np.where(runs.arch.isin(["arch0", "arch2"]), "a", "b")

@@ -182,3 +182,27 @@ def test_fingerprint_tells_reordered_values_apart():
     assert sa == sb and wa != wb
     c = torch.arange(6).reshape(2, 3)                                # integer buffers (e.g. num_batches_tracked) too
     assert fingerprint([("n", c)])[0][-1] != fingerprint([("n", c.flip(1))])[0][-1]
+
+
+# ---------------------------------------------------------------- the feature pass stays in plain autograd
+
+_FRESH = """
+import sys, torch
+from netdeviation.corpus import CORPUS_ARCHS, measure_features
+from netdeviation.data import from_tensors
+from netdeviation.pruning import prune
+from netdeviation.training import Baseline
+g = torch.Generator().manual_seed(0)
+data = from_tensors(torch.rand(120, 1, 28, 28, generator=g), torch.randint(0, 10, (120,), generator=g), n_val=30, seed=0, name="random")
+torch.manual_seed(0); net = CORPUS_ARCHS["resnet8_w4"]().eval()
+base = Baseline.from_model(net, w_initial={k: v.clone() for k, v in net.state_dict().items()}, t_initial=1.0)
+for m in ("magnitude", "random_node"): measure_features(prune(net, m, 0.5, data=data.x_val), base, data, method=m)
+print("torch._dynamo" in sys.modules)
+"""
+
+def test_feature_pass_does_not_import_torch_compiler():
+    "A fresh process measuring a residual BatchNorm network never loads torch._dynamo (torch.func's transforms would: seconds per process)."
+    import subprocess, sys
+    r = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "False", r.stdout

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_forecast.ipynb #b0ec03d6
 from __future__ import annotations
-import json, math, os
+import json, math, os, statistics
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,7 +38,8 @@ def _power_fit(steps, gaps, delta:float)->tuple|None:
     s = np.asarray(steps, dtype=float); w = _window(s)
     if w.sum() < 3: return None
     x, y = np.log(s[w]), np.log(np.maximum(np.asarray(gaps, dtype=float)[w], GAP_FLOOR))
-    b = ((x - x.mean())*(y - y.mean())).sum()/((x - x.mean())**2).sum(); a = y.mean() - b*x.mean()
+    xm, ym = x.mean(), y.mean()
+    b = ((x - xm)*(y - ym)).sum()/((x - xm)**2).sum(); a = ym - b*xm
     doubled = bool(((s >= 1) & (s <= s[-1]/2)).any())  # the run was already checked a doubling ago
     return (None if b >= FLAT_SLOPE else min((math.log(delta) - a)/b, LOG_CAP)), float(b), doubled
 
@@ -259,7 +260,7 @@ def _update(self:Forecaster,
     acc = check_float(acc, "acc", 0, 1)
     if loss is not None: loss = check_float(loss, "loss", 0)
     self.steps.append(step); self.acc.append(acc); self.loss.append(loss)
-    self.ruled.append(float(np.median(self.acc[-3:])) if self.crossing == "median3" else acc)
+    self.ruled.append(float(statistics.median(self.acc[-3:])) if self.crossing == "median3" else acc)  # `smoothed`'s last value, without numpy's overhead on three numbers
     if self.met is None and self.ruled[-1] >= self.target: self.met = (step, len(self.steps) - 1)
     self.last = self._forecast()
     return self.last

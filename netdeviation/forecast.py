@@ -393,5 +393,6 @@ def validate_forecast(runs:pd.DataFrame,               # one row per run (`corpu
     cases = cases.assign(made=made, within2=((ratio >= 0.5) & (ratio <= 2)).where(made).astype(float), ratio=ratio,
                          cov80=inside("lo80", "hi80"), cov95=inside("lo95", "hi95"))
     g = cases.groupby(["method", "fraction"], sort=False)  # the shares below are over the forecasts made
-    return pd.DataFrame({"cases": g.size(), "forecast made": g.made.mean(), "within 2×": g.within2.mean(),
-                         "80% coverage": g.cov80.mean(), "95% coverage": g.cov95.mean(), "median ratio": g.ratio.median()})
+    out = pd.DataFrame({"cases": g.size(), "forecast made": g.made.mean(), "within 2×": g.within2.mean(),
+                        "80% coverage": g.cov80.mean(), "95% coverage": g.cov95.mean(), "median ratio": g.ratio.median()})
+    return out.reindex([k for k in ((m, f) for m in ("forecaster", "power law", "exponential") for f in fractions) if k in out.index])  # fractions as asked

@@ -5,7 +5,7 @@ sites hold (copy buttons, previous/next links, an API index of every module, fig
 screens, favicon and description, source and issue links); README.md is what nbs/index.ipynb generates; every public
 name has a documented `show_doc` entry; LICENSE and CITATION.cff are there. Screenshots go to test-output/."""
 import ast, base64, functools, http.server, importlib, importlib.util, inspect, json, posixpath, re, shutil, subprocess, sys
-import tempfile, threading, time, urllib.request
+import os, signal, tempfile, threading, time, urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -40,7 +40,7 @@ class Chromium:
         import websocket  # websocket-client
         self.timeout, self.msg_id = timeout, 0
         self.proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # its own group: see close
         port_file, deadline = user_data_dir/"DevToolsActivePort", time.time() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):
             if time.time() > deadline or self.proc.poll() is not None: raise RuntimeError(f"chromium did not start in {timeout:g} s (hung?)")
@@ -97,9 +97,13 @@ class Chromium:
         path.write_bytes(base64.b64decode(data))
 
     def close(self):
+        "End the browser and every process it started: its helpers write to the profile until they exit."
         self.ws.close()
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try: self.proc.wait(timeout=30)
+        finally:
+            try: os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError: pass  # the whole group had already exited
 
 
 PAGE_REPORT = r"""(async () => {
@@ -153,7 +157,7 @@ def site():
 def browser():
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None: pytest.skip("chromium not installed (Debian: apt-get install -y chromium)")
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:  # a helper killed mid-write may leave a file behind
         b = Chromium(exe, Path(profile))
         yield b
         b.close()

@@ -395,4 +395,4 @@ def validate_forecast(runs:pd.DataFrame,               # one row per run (`corpu
     g = cases.groupby(["method", "fraction"], sort=False)  # the shares below are over the forecasts made
     out = pd.DataFrame({"cases": g.size(), "forecast made": g.made.mean(), "within 2×": g.within2.mean(),
                         "80% coverage": g.cov80.mean(), "95% coverage": g.cov95.mean(), "median ratio": g.ratio.median()})
-    return out.reindex([k for k in ((m, f) for m in ("forecaster", "power law", "exponential") for f in fractions) if k in out.index])  # fractions as asked
+    return out.reindex([(m, f) for m in dict.fromkeys(cases["method"]) for f in fractions if (m, f) in out.index])  # fractions as asked

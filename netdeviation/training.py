@@ -261,7 +261,8 @@ def time_within(curve,           # ((step, val acc), ...) in step order: an orig
     check_float(tolerance, "tolerance", 0, 1, low_open=True, high_open=True)
     if curve is None or len(curve) < 3: return None
     steps, acc = np.asarray(curve, float).T
-    return float(steps[np.nonzero(smoothed(acc, "median3") >= np.median(acc[-3:]) - tolerance)[0][0]])
+    med = smoothed(acc, "median3")  # its last value is the final accuracy: the median of the last three checks
+    return float(steps[np.nonzero(med >= med[-1] - tolerance)[0][0]])
 
 # %% ../nbs/02_training.ipynb #11a642bb
 class ValCurve:

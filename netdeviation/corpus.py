@@ -21,6 +21,7 @@ from .deviation import AMOUNTS, deviation_sweep
 from .measure import Measurement, mask_kind, measure, original
 from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_name, n_params
 from .pruning import METHODS, PRUNING_METHODS, method_kind, prune
+from .graph import copy_model
 from .retraining import CROSSINGS, RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
 from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, fit, get_config,
                                    load_checkpoint, save_checkpoint, seed_everything, fit_recorded, record_of)
@@ -233,7 +234,7 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
         f["D_grid"] = abs(f["dev"])/scale if scale > 0 else math.inf
         for recipe in recipes:
             cfg = retrain_config(recipe, base.config)
-            r = retrain(copy.deepcopy(pruned), data, base, cfg, eps=None, delta=min(tolerances), max_epochs=cap, seed=seed,
+            r = retrain(copy_model(pruned), data, base, cfg, eps=None, delta=min(tolerances), max_epochs=cap, seed=seed,
                         device=device, progress=False, schedule="geometric", stop="target", rel=rel, crossing=crossing)
             rows.append({"dataset": dataset, "arch": arch, "method": method, "kind": kind, "amount": amount, "seed": seed,
                          "recipe": recipe, "lr": cfg.lr, "log_lr_ratio": math.log10(cfg.lr/base.config.lr),
@@ -271,6 +272,15 @@ def check_noise(curves:pd.DataFrame, # a corpus's curves (`corpus_table`): run, 
 # %% ../nbs/06a_corpus.ipynb #bf265af8
 ORIGINAL_CURVES = "original_curves.csv"  # the originals' learning curves, kept beside a corpus's tables
 
+def _coverage(runs:pd.DataFrame)->list[str]:
+    "Markdown lines: runs per architecture and regime, with the originals' seeds (a grid run in parts is seldom complete)."
+    if "regime" not in runs: return []
+    t = runs.groupby(["arch", "regime"]).agg(n=("seed", "size"), seeds=("seed", lambda s: ", ".join(map(str, sorted(s.unique())))),
+                                              datasets=("dataset", "nunique"), optimizers=("orig_optimizer", "nunique"), methods=("method", "nunique"))
+    return ["Runs per architecture and regime (with the originals' seeds, and how many datasets, optimisers and methods they span):", "",
+            "| arch | regime | runs | seeds | datasets | optimisers | methods |", "|---|---|---|---|---|---|---|",
+            *[f"| {a} | {r} | {v.n} | {v.seeds} | {v.datasets} | {v.optimizers} | {v.methods} |" for (a, r), v in t.iterrows()], ""]
+
 def _readme(runs:pd.DataFrame, curves:pd.DataFrame, originals:bool=False)->str:
     tols = sorted(float(c.split("_", 1)[1]) for c in runs if c.startswith("status_"))
     st = {t: runs[f"status_{t:g}"].value_counts().reindex(list(STATUSES), fill_value=0).to_dict() for t in tols}
@@ -295,6 +305,7 @@ def _readme(runs:pd.DataFrame, curves:pd.DataFrame, originals:bool=False)->str:
                 "`netdeviation.training.curve_steps`; the `orig_td_δ` columns of both corpora are read off it. It is kept beside the "
                 "tables rather than written by `save_corpus`: the v1 originals and the first 14 of v2 were trained again for it, with the "
                 "same seed and config; the others' curves come from their training records (`corpus_baseline(...).record.val_curve`)."] if originals else []), "",
+             *_coverage(runs),
              "| δ | " + " | ".join(STATUSES) + " |", "|---|" + "---|"*len(STATUSES),
              *[f"| {t:g} | " + " | ".join(str(st[t][s]) for s in STATUSES) + " |" for t in tols], "",
              f"Validation noise: the check-to-check standard deviation of accuracy (`check_noise`) has a median of "

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #7c0413ca
 from __future__ import annotations
-import itertools, math, numbers, os, pickle
+import itertools, math, numbers, os, pickle, weakref
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -98,6 +98,21 @@ class Data:
 
 MNISTData = Data  # the name before other datasets came; `isinstance(d, MNISTData)` holds for every `Data`
 
+# %% ../nbs/00_data.ipynb #b1aca952
+_PASSED = {}  # id(a `Data`) -> (a weak reference to it, its tensors' stamps) when it last passed `as_data`
+
+def _stamp(d:Data)->tuple: return tuple((id(t), t._version) for t in (getattr(d, k) for k in _SPLITS))
+
+def _remember(d:Data)->Data:
+    "Note that `d` passed the checks with its tensors as they are now; the note goes with `d`."
+    _PASSED[id(d)] = (weakref.ref(d, lambda _, k=id(d): _PASSED.pop(k, None)), _stamp(d))
+    return d
+
+def _passed(d:Data)->bool:
+    "Whether `d` passed the checks and none of its tensors was replaced or written to in place since."
+    seen = _PASSED.get(id(d))
+    return seen is not None and seen[0]() is d and seen[1] == _stamp(d)
+
 # %% ../nbs/00_data.ipynb #83969f72
 _ACCEPTED = ("a `Data` (alias `MNISTData`: from `load_dataset`, `load_mnist`, `from_tensors` or `from_dataset`), "
              f"a dict with keys {', '.join(_SPLITS)}, or a 6-tuple of tensors in that order")
@@ -141,6 +156,7 @@ def as_data(data,             # a `Data`, a dict of the six split tensors, or a 
            )->Data:           # `data` itself when it needs no change
     "`data` as a checked `Data`: float32 images of one shape, int64 labels, one device."
     if isinstance(data, Data):
+        if _passed(data): return data
         parts, label, meta = {k: getattr(data, k) for k in _SPLITS}, (lambda k: f"{name}.{k}"), \
                              dict(root=data.root, name=data.name, mean=data.mean, std=data.std)
     elif isinstance(data, dict):
@@ -157,8 +173,8 @@ def as_data(data,             # a `Data`, a dict of the six split tensors, or a 
         got = f"a {type(data).__name__} of {len(data)} items" if isinstance(data, (tuple, list)) else type(data).__name__
         raise TypeError(f"{name}: expected {_ACCEPTED}; got {got}; {_BUILD}")
     out = _check_splits(parts, label, name)
-    if isinstance(data, Data) and all(out[k] is parts[k] for k in _SPLITS): return data
-    return Data(**out, **meta)
+    if isinstance(data, Data) and all(out[k] is parts[k] for k in _SPLITS): return _remember(data)
+    return _remember(Data(**out, **meta))
 
 # %% ../nbs/00_data.ipynb #d85a160f
 def split_indices(n:int=N_TRAIN+N_VAL, # images to split

@@ -597,6 +597,7 @@ def deviation(model:nn.Module,            # the original (trained) network
              )->Deviation:
     "Actual output deviation of `pruned` from `model` on the pruning data, with the paper's and the rigorous bound."
     check_choice(norm, "norm", NORMS); check_choice(reduce, "reduce", REDUCES); check_choice(combine, "combine", COMBINES)
+    check_choice(recalibrate, "recalibrate", (True, False))   # a chain has no BatchNorm: nothing to recalibrate
     _check_pruned(check_model(model), pruned)
     if activations is None:
         if x is None: raise ValueError("x: pass the pruning images, or `activations=original_activations(model, x)`")
@@ -605,7 +606,6 @@ def deviation(model:nn.Module,            # the original (trained) network
         raise TypeError(f"activations: expected `original_activations(model, x)`, got {type(activations).__name__}")
     elif activations.model is not model:
         raise ValueError("activations: they were computed for another model; use `original_activations(model, x)`")
-    check_choice(recalibrate, "recalibrate", (True, False))   # a chain has no BatchNorm: nothing to recalibrate
     if isinstance(activations, GraphActivations):
         return _graph_deviation(model, pruned, activations, norm, reduce, combine, recalibrate)
     a, L = activations, len(activations.stages)

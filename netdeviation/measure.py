@@ -4,7 +4,6 @@
 
 # %% ../nbs/05b_measure.ipynb #a4a055c4
 from __future__ import annotations
-import copy
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ from .channels import structure
 from .checks import check_choice, check_device
 from .data import Data, as_data
 from .deviation import Deviation, deviation, original_activations, recalibrate_batchnorm
+from .graph import copy_model
 from .pruning import method_kind
 from .training import Baseline, evaluate
 
@@ -147,12 +147,12 @@ def measure(pruned:nn.Module,           # the pruned network, W_sparse
     data, device = as_data(data), check_device(device)
     check_choice(recalibrate, "recalibrate", (True, False))
     kind = mask_kind(pruned) if method is None else method_kind(method)
+    check_pruned(pruned, "pruned", baseline.model, "baseline")  # before any work: an unpruned or mismatched network is refused at once
     o, (x, y) = original(baseline, data, device), data.pruning_data
     start = evaluate(pruned, x, y, device=device)
     d = deviation(baseline.model, pruned, activations=activations if activations is not None else o.activations)
-    if recalibrate and _has_bn(pruned): rec = evaluate(recalibrate_batchnorm(copy.deepcopy(pruned), x), x, y, device=device)
+    if recalibrate and _has_bn(pruned): rec = evaluate(recalibrate_batchnorm(copy_model(pruned), x), x, y, device=device)
     else: rec = start
-    check_pruned(pruned, "pruned", baseline.model, "baseline")
     points = {**o.points(), "sparse": (*loss_and_grad(pruned, x, y, device=device), weights(pruned))}
     b = retraining_bounds(pruned, baseline, data, mu="secant" if kind == "connection" else "pl", gamma_free=False,
                           device=device, points=points)

@@ -145,6 +145,8 @@ def bn_cnn(act:str="relu",            # activation after every hidden layer
            dropout:float=0.5,         # Dropout probability before the head
           )->LayeredNet:
     "A CNN with BatchNorm and Dropout: (conv3×3-BN-act-maxpool)×2, then Linear-BN1d-act-Dropout-Linear."
+    if not isinstance(channels, (tuple, list)) or len(channels) != 2:
+        raise ValueError(f"channels: expected two channel counts (first convolution, second convolution), e.g. (32, 64); got {channels!r}")
     c1, c2 = (check_int(c, "channels", 1) for c in channels)
     in_channels, num_classes = check_int(in_channels, "in_channels", 1), check_int(num_classes, "num_classes", 1)
     hidden, dropout, input_shape = check_int(hidden, "hidden", 1), check_float(dropout, "dropout", 0, 1, high_open=True), tuple(input_shape)

@@ -291,7 +291,7 @@ def cluster_nodes(Z:np.ndarray,           # (n, d) one point per node
     if k > len(Z): raise ValueError(f"k: expected at most one cluster per point (n = {len(Z)}), got {k}")
     with one_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than k: handled by the keep step
-        algo = KMeans(k, random_state=seed) if clustering == "kmeans" else AgglomerativeClustering(k, linkage="ward")
+        algo = KMeans(k, n_init=1, random_state=seed) if clustering == "kmeans" else AgglomerativeClustering(k, linkage="ward")
         labels = algo.fit_predict(Z)
         onehot = np.eye(k)[labels]
         centres = onehot.T @ Z / np.maximum(onehot.sum(0), 1)[:, None]

@@ -288,7 +288,8 @@ def to_markdown(df:pd.DataFrame, # any table; the index is written as columns
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]) + "\n"
 
 def _save_table(df:pd.DataFrame, out:Path, name:str)->str:
-    df.to_csv(out/f"{name}.csv"); md = to_markdown(df); (out/f"{name}.md").write_text(md); return md
+    md = to_markdown(df)  # each file is whole or absent: a report rewritten in place must not be left half-written
+    atomic_write(out/f"{name}.csv", lambda tmp: df.to_csv(tmp)); atomic_write(out/f"{name}.md", md); return md
 
 # %% ../nbs/07b_report.ipynb #3e6fd3e3
 REPORT_SWEEPS = ("net_deviation", "retraining", "han")  # the sweeps a report reads
@@ -374,11 +375,11 @@ def validity_from_rows(rows_dir:str|Path, # a report's folder: net_deviation_row
     if dev is None and ret is None:
         raise FileNotFoundError(f"rows_dir: no net_deviation_rows.csv or retraining_rows.csv in '{out}'; give the folder of a report")
     vt, words, _ = _validity(dev, ret, n_boot)
-    md = _save_table(vt, out, "validity"); (out/"verdict.md").write_text(words + "\n")
+    md = _save_table(vt, out, "validity"); atomic_write(out/"verdict.md", words + "\n")
     files = {"validity": out/"validity.csv", "verdict": out/"verdict.md"}
     if (readme := out/"README.md").is_file():
         text = _replace_section(readme.read_text(), VALIDITY_TITLE, VALIDITY_NOTE + md)
-        readme.write_text(_replace_section(text, "Verdict", words)); files["README"] = readme
+        atomic_write(readme, _replace_section(text, "Verdict", words)); files["README"] = readme
     return files
 
 # %% ../nbs/07b_report.ipynb #e962d2d7

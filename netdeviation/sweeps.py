@@ -159,9 +159,12 @@ GRID_KEYS = ("notebook", "name", "grid", "fixed")
 def _read_grid_file(path:Path)->dict:
     if path.suffix not in (".json", ".toml"): raise ValueError(f"grid file: expected a .json or .toml file, got '{path.name}'")
     if not path.is_file(): raise FileNotFoundError(f"grid file: no such file '{path}'")
+    if path.suffix != ".json":
+        try: import tomllib  # Python >= 3.11
+        except ModuleNotFoundError:
+            raise ValueError(f"grid file: reading TOML ('{path}') needs Python 3.11 or later (tomllib); write the grid as JSON instead") from None
     try:
         if path.suffix == ".json": return json.loads(path.read_text())
-        import tomllib  # Python >= 3.11
         return tomllib.loads(path.read_text())
     except ValueError as e: raise ValueError(f"grid file: '{path}' is not valid {path.suffix[1:].upper()}: {e}") from None
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_forecast.ipynb #b0ec03d6
 from __future__ import annotations
-import json, math, os, statistics
+import json, math, statistics
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path

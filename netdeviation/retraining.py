@@ -181,7 +181,7 @@ def _forecaster(forecast, reference:float, delta:float|None, budget:int, crossin
                          "pass the same rule to both (e.g. retrain(..., crossing='median3'))")
     if abs(forecast.target - target_acc) > 1e-9:
         raise ValueError(f"forecast: its target accuracy {forecast.target:.4f} is not this run's {target_acc:.4f} (original's accuracy − δ); "
-                         "build it for this run, e.g. `advice.forecaster(...)` or Forecaster(target=...)")
+                         "build it for this run, e.g. `advice.forecaster(...)` or `Forecaster(reference=<the original's accuracy>, delta=<this run's δ>)`")
     return forecast
 
 def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prune masks); trained in place

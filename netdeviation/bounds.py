@@ -26,10 +26,10 @@ from .models import model_name
 from .training import Baseline, TrainConfig, eval_mode, get_config
 
 # %% auto #0
-__all__ = ['ORIENTATIONS', 'BOUNDS', 'STATUS_KINDS', 'GAMMA_FREE', 'UNCERTIFIED', 'MU_METHODS', 'weights', 'sq_norm',
-           'loss_and_grad', 'mu_secant', 'mu_pl', 'theorem1', 'hessian_norm', 'Curvature', 'curvature', 'certified_mu',
-           'certified_beta', 'hessian_operator', 'status_kind', 'RetrainingBounds', 'gamma_free_bounds', 'check_pruned',
-           'retraining_bounds', 'fit_gamma', 'GammaCalibration', 'calibrate_gamma']
+__all__ = ['ORIENTATIONS', 'BOUNDS', 'STATUS_KINDS', 'GAMMA_FREE', 'UNCERTIFIED', 'MU_METHODS', 'MU_BY_KIND', 'weights',
+           'sq_norm', 'loss_and_grad', 'mu_secant', 'mu_pl', 'theorem1', 'hessian_norm', 'Curvature', 'curvature',
+           'certified_mu', 'certified_beta', 'hessian_operator', 'status_kind', 'RetrainingBounds', 'gamma_free_bounds',
+           'check_pruned', 'retraining_bounds', 'fit_gamma', 'GammaCalibration', 'calibrate_gamma']
 
 # %% ../nbs/05_bounds.ipynb #2d352a87
 def _entries(model:nn.Module, include_bias:bool)->list[tuple[str, nn.Module, str]]:
@@ -497,13 +497,15 @@ def check_pruned(model:nn.Module,                # the pruned network
     return model
 
 # %% ../nbs/05_bounds.ipynb #17710674
+MU_BY_KIND = {"connection": "secant", "node": "pl"}  # μ for mu='auto': the secant where weights move one by one, PL where whole nodes go
+
 def _mu_method(method:str|None, mu:str)->str:
     if mu not in MU_METHODS: raise ValueError(f"mu: expected one of {list(MU_METHODS)}, got {mu!r}")
     if method is not None and method not in PRUNING_METHODS:
         raise ValueError(f"method: expected one of the registered methods {list(PRUNING_METHODS)} or None, got {method!r}")
     if mu != "auto": return mu
     if method is None: raise ValueError("method: needed to choose μ when mu='auto'; pass the pruning method, or mu='secant'/'pl'")
-    return "secant" if method_kind(method) == "connection" else "pl"
+    return MU_BY_KIND[method_kind(method)]
 
 def _theorem1_status(value:float, mu1:float, mu2:float)->str:
     return "estimate" if math.isfinite(value) else f"undefined: needs finite μ1 and μ2, got μ1 = {mu1:.3g}, μ2 = {mu2:.3g}"

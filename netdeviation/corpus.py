@@ -207,7 +207,7 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
                progress:bool=True,        # show a progress bar over the amounts
                regime:str="v1",           # how the original is trained (see `REGIMES`)
                optimizer:str="adam",      # the original's optimiser (v2 regimes; see `ORIGINAL_OPTIMIZERS`)
-               crossing:str="first",      # when a check meets a tolerance (see `netdeviation.retraining.smoothed`)
+               crossing:str="first",      # when a check meets a tolerance (see `netdeviation.training.smoothed`)
               )->pd.DataFrame:            # one row per (amount, recipe): features, recovery columns and the curve
     "Prune one original at several amounts, measure every feature, retrain under each recipe and read the recovery."
     check_choice(method, "method", tuple(PRUNING_METHODS)); device = check_device(device)

@@ -36,8 +36,8 @@ class DataError(RuntimeError):
 
 # %% ../nbs/00_data.ipynb #8897fb61
 def cache_dir()->Path:
-    "Folder for downloads and checkpoints: `NETDEVIATION_CACHE`, else `~/.cache/netdeviation`."
-    return Path(os.environ.get("NETDEVIATION_CACHE", Path.home()/".cache"/"netdeviation")).expanduser()
+    "Folder for downloads and checkpoints: `NETDEVIATION_CACHE` (when set and not empty), else `~/.cache/netdeviation`."
+    return Path(os.environ.get("NETDEVIATION_CACHE") or Path.home()/".cache"/"netdeviation").expanduser()
 
 # %% ../nbs/00_data.ipynb #9b9731af
 def find_data_dir(data_dir:str|Path|None=None, # folder holding `MNIST/raw`, `FashionMNIST/raw` or `cifar-10-batches-py`

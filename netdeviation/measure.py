@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .bounds import RetrainingBounds, check_pruned, loss_and_grad, retraining_bounds, weights
+from .bounds import MU_BY_KIND, RetrainingBounds, check_pruned, loss_and_grad, retraining_bounds, weights
 from .channels import structure
 from .checks import check_choice, check_device
 from .data import Data, as_data
@@ -154,7 +154,7 @@ def measure(pruned:nn.Module,           # the pruned network, W_sparse
     if recalibrate and _has_bn(pruned): rec = evaluate(recalibrate_batchnorm(copy_model(pruned), x), x, y, device=device)
     else: rec = start
     points = {**o.points(), "sparse": (*loss_and_grad(pruned, x, y, device=device), weights(pruned))}
-    b = retraining_bounds(pruned, baseline, data, mu="secant" if kind == "connection" else "pl", gamma_free=False,
+    b = retraining_bounds(pruned, baseline, data, mu=MU_BY_KIND[kind], gamma_free=False,
                           device=device, points=points)
     return Measurement(pruned=pruned, baseline=baseline, data=data, original=o, method=method, kind=kind, start=start,
                        recal=rec, deviation=d, points=points, bounds=b, device=device)

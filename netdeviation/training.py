@@ -270,6 +270,7 @@ class ValCurve:
     def __init__(self, data:Data,                    # its validation split is checked
                  total:int,                          # the run's optimiser steps
                  device:str|torch.device="cpu"):     # where to evaluate
+        data = as_data(data)  # a dict or 6-tuple works here as in `fit`
         self.x, self.y, self.device, self.at, self.points = data.x_val, data.y_val, device, set(curve_steps(total)), []
     def __call__(self, step:int, model:nn.Module)->bool:
         if step in self.at: self.points.append((step, evaluate(model, self.x, self.y, device=self.device)["acc"]))
@@ -467,6 +468,7 @@ def fit_recorded(model:nn.Module,               # trained in place
                  progress:bool=True,            # show a progress bar
                 )->tuple[History, TrainRecord]: # what `fit` returned, and the run's record with its learning curve
     "Train with `fit` while `ValCurve` records the learning curve; the history and the run's `TrainRecord`."
+    data = as_data(data)
     curve = ValCurve(data, config.epochs*-(-len(data.x_train)//config.batch_size), device)
     hist = fit(model, data, config, seed=seed, device=device, progress=progress, on_step=curve)
     return hist, TrainRecord.from_fit(config, len(data.x_train), hist, curve=curve.curve)

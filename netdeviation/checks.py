@@ -82,10 +82,10 @@ def check_int(value,                # the value to check
               low:int|None=None,    # smallest accepted value, if any
              )->int:
     "`value` as an `int` (NumPy integers accepted) that is `>= low`; a clear error naming `name` otherwise."
-    want = "an integer" + ("" if low is None else f" >= {low}")
+    want = lambda: "an integer" + ("" if low is None else f" >= {low}")  # the message, written only when it is needed
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: must be {want}, got {type(value).__name__} {value!r}")
-    if low is not None and value < low: raise ValueError(f"{name}: must be {want}, got {value}")
+        raise TypeError(f"{name}: must be {want()}, got {type(value).__name__} {value!r}")
+    if low is not None and value < low: raise ValueError(f"{name}: must be {want()}, got {value}")
     return int(value)
 
 # %% ../nbs/00_checks.ipynb #11a194a5
@@ -97,15 +97,15 @@ def check_float(value,                  # the value to check
                 high_open:bool=False,   # `high` itself is refused
                )->float:
     "`value` as a finite `float` within the limits; a clear error naming `name` otherwise."
-    cond = " and ".join([*([f"{'>' if low_open else '>='} {low}"] if low is not None else []),
-                         *([f"{'<' if high_open else '<='} {high}"] if high is not None else [])])
-    num = f"a number {cond}".strip()
+    cond = lambda: " and ".join([*([f"{'>' if low_open else '>='} {low}"] if low is not None else []),   # the messages, written
+                                 *([f"{'<' if high_open else '<='} {high}"] if high is not None else [])])  # only when needed
+    num = lambda: f"a number {cond()}".strip()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: must be {num}, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name}: must be {num()}, got {type(value).__name__} {value!r}")
     v = float(value)
-    if not math.isfinite(v): raise ValueError(f"{name}: must be a finite {num[2:]}, got {value}")
+    if not math.isfinite(v): raise ValueError(f"{name}: must be a finite {num()[2:]}, got {value}")
     if (low is not None and (v <= low if low_open else v < low)) or (high is not None and (v >= high if high_open else v > high)):
-        raise ValueError(f"{name}: must be {cond}, got {value}")
+        raise ValueError(f"{name}: must be {cond()}, got {value}")
     return v
 
 # %% ../nbs/00_checks.ipynb #856ae88c

@@ -5,6 +5,7 @@
 # %% ../nbs/05a_forecast.ipynb #b0ec03d6
 from __future__ import annotations
 import json, math, statistics
+from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,15 +34,20 @@ def _window(steps:np.ndarray)->np.ndarray:
     "The checks in the last doubling of time: step ≥ max(1, last/2)."
     return steps >= max(1.0, steps[-1]/2)
 
+def _line(x:list, y:list, delta:float)->tuple:
+    "Least squares y = a + b·x on log-steps x and log-gaps y (lists of floats): (log t*, b), log t* None when not improving."
+    n = len(x); xm, ym = sum(x)/n, sum(y)/n
+    sxy = sxx = 0.0
+    for xi, yi in zip(x, y): dx = xi - xm; sxy += dx*(yi - ym); sxx += dx*dx  # plain floats: a handful of points, no array overhead
+    b = sxy/sxx; a = ym - b*xm
+    return (None if b >= FLAT_SLOPE else min((math.log(delta) - a)/b, LOG_CAP)), b
+
 def _power_fit(steps, gaps, delta:float)->tuple|None:
     "Fit log g = a + b·log t over the last doubling: (log t*, b, observed a doubling), log t* None when not improving; None with < 3 checks."
     s = np.asarray(steps, dtype=float); w = _window(s)
     if w.sum() < 3: return None
-    x, y = np.log(s[w]), np.log(np.maximum(np.asarray(gaps, dtype=float)[w], GAP_FLOOR))
-    xm, ym = x.mean(), y.mean()
-    b = ((x - xm)*(y - ym)).sum()/((x - xm)**2).sum(); a = ym - b*xm
     doubled = bool(((s >= 1) & (s <= s[-1]/2)).any())  # the run was already checked a doubling ago
-    return (None if b >= FLAT_SLOPE else min((math.log(delta) - a)/b, LOG_CAP)), float(b), doubled
+    return (*_line(np.log(s[w]).tolist(), np.log(np.maximum(np.asarray(gaps, dtype=float)[w], GAP_FLOOR)).tolist(), delta), doubled)
 
 # %% ../nbs/05a_forecast.ipynb #80735078
 @dataclass(frozen=True)
@@ -56,8 +62,10 @@ class ForecastModel:
     version:str="custom"     # e.g. 'corpus-v1'
     note:str=""              # what it was fitted on
 
-    def bias_at(self, r:float)->float: return float(np.interp(r, self.r_bins, self.bias))     # clamped at the end bins
-    def scale_at(self, r:float)->float: return float(np.interp(r, self.r_bins, self.scale))
+    def __post_init__(self):  # the columns as arrays once, for `np.interp` at every forecast (not fields: not saved, not compared)
+        object.__setattr__(self, "_arrays", tuple(np.asarray(v, dtype=float) for v in (self.r_bins, self.bias, self.scale)))
+    def bias_at(self, r:float)->float: return float(np.interp(r, self._arrays[0], self._arrays[1]))     # clamped at the end bins
+    def scale_at(self, r:float)->float: return float(np.interp(r, self._arrays[0], self._arrays[2]))
 
 # %% ../nbs/05a_forecast.ipynb #1e14b472
 _MODEL_KEYS = ("r_bins", "bias", "scale", "n", "n_censored", "crossing", "version", "note")
@@ -201,7 +209,7 @@ class Forecast:
 def _truncated(mu:float, sd:float, x0:float, qs)->list[float]:
     "Quantiles `qs` of Normal(mu, sd²) truncated below x0 (x0 = −inf: not truncated)."
     z0 = (x0 - mu)/sd
-    if z0 < 35: return [mu + sd*float(-ndtri(ndtr(-z0)*(1 - q))) for q in qs]
+    if z0 < 35: c = float(ndtr(-z0)); return [mu + sd*float(-ndtri(c*(1 - q))) for q in qs]  # P(X > x0) once
     return [x0 + -math.log(1 - q)*sd/z0 for q in qs]  # far tail: the excess over x0 is exponential with rate z0/sd
 
 def _p_by(mu:float, sd:float, x0:float, xb:float)->float:
@@ -234,6 +242,7 @@ class Forecaster:
         self.model = load_forecast_model() if model is None else model
         self.unlikely_below = check_float(unlikely_below, "unlikely_below", 0, 1)
         self.steps, self.acc, self.loss, self.ruled = [], [], [], []  # the checks, and the values the rule compares
+        self._x, self._y = [], []  # log step and log floored gap of each check, taken once as it arrives (for `_line`)
         self.met, self.last = None, None  # (step, index) of the first check meeting the target; the last forecast
 
     @property
@@ -262,6 +271,8 @@ def _update(self:Forecaster,
     self.steps.append(step); self.acc.append(acc); self.loss.append(loss)
     self.ruled.append(float(statistics.median(self.acc[-3:])) if self.crossing == "median3" else acc)  # `smoothed`'s last value, without numpy's overhead on three numbers
     if self.met is None and self.ruled[-1] >= self.target: self.met = (step, len(self.steps) - 1)
+    self._x.append(math.log(step) if step >= 1 else math.nan)  # step 0 never enters a fit (the window starts at 1)
+    self._y.append(math.log(max(self.reference - self.ruled[-1], GAP_FLOOR)))
     self.last = self._forecast()
     return self.last
 
@@ -279,7 +290,7 @@ def _forecast(self:Forecaster)->Forecast:
                         1.0 if B is None or s <= B else 0.0, "measured", n)
     x0, xb = (math.log(t) if t >= 1 else -np.inf), (None if B is None else math.log(B))
     prior = None if self.prior is None else (math.log(self.prior[0]), self.prior[1])
-    fit = _power_fit(self.steps, self.reference - np.asarray(self.ruled), self.delta) if t >= 1 else None
+    fit = self._fit() if t >= 1 else None
     cap_p = None
     if fit is not None and fit[0] is not None:
         r = fit[0] - x0; mu, sd, basis = fit[0] + self.model.bias_at(r), self.model.scale_at(r), "curve"
@@ -300,7 +311,15 @@ def _forecast(self:Forecaster)->Forecast:
     if p is not None and cap_p is not None: p = min(p, cap_p)
     return Forecast(t, "unlikely" if p is not None and p < self.unlikely_below else "recovers", q50, (lo80, hi80), (lo95, hi95), p, basis, n)
 
-Forecaster._forecast = _forecast
+def _fit(self:Forecaster)->tuple|None:
+    "`_power_fit` of the checks so far, from the logarithms kept per check: the window and 'a doubling ago' found by bisection."
+    t, s = self.steps[-1], self.steps
+    i = bisect_left(s, max(1.0, t/2))
+    if len(s) - i < 3: return None
+    doubled = bisect_right(s, t/2) > bisect_left(s, 1)  # a check at 1 ≤ step ≤ t/2
+    return (*_line(self._x[i:], self._y[i:], self.delta), doubled)
+
+Forecaster._forecast, Forecaster._fit = _forecast, _fit
 
 # %% ../nbs/05a_forecast.ipynb #29bce9e6
 def forecast_curve(curve:pd.DataFrame,           # the checks of one run: step, acc[, loss], steps increasing

@@ -541,14 +541,17 @@ def _curvature_quantities(cur:Curvature|None, n:int|None, n_train:int)->dict:
                 curvature_hvps=cur.hvps, curvature_samples=min(n or n_train, n_train), curvature_status=cur.status,
                 masked_minimiser="unknown: Δ_s and ‖W_s − W*‖² are taken to W*")
 
-def _check_points(points, has_init:bool)->dict:
-    "Precomputed `(L, ∇L, W)` per point, checked: a dict whose keys are among 'star', 'sparse' and 'initial' (with W_initial only)."
+def _check_points(points, has_init:bool, names:set|None=None)->dict:
+    "Precomputed `(L, ∇L, W)` per point, checked: keys among 'star', 'sparse' and 'initial' (with W_initial only), ∇L and W over the tensors `names`."
     if points is None: return {}
     if not isinstance(points, dict) or not set(points) <= ({"star", "sparse", "initial"} if has_init else {"star", "sparse"}):
         raise ValueError(f"points: expected a dict with keys among 'star', 'sparse'{', initial' if has_init else ''} "
                          f"mapping to (loss, gradients, weights), got {_keys(points)}")
     bad = [k for k, v in points.items() if not (isinstance(v, tuple) and len(v) == 3 and isinstance(v[1], dict) and isinstance(v[2], dict))]
     if bad: raise ValueError(f"points: {bad} should be (loss, gradients, weights) tuples, as `loss_and_grad` and `weights` give them")
+    off = [k for k, v in points.items() if names is not None and not (set(v[1]) == set(v[2]) == names)]
+    if off: raise ValueError(f"points: {off} hold the tensors {sorted(points[off[0]][2])}, but these settings count {sorted(names)}; "
+                             "measure the points with the same include_bias (or pass points=None)")
     return points
 
 def retraining_bounds(pruned:nn.Module,              # the pruned network, W_sparse (torch.nn.utils.prune masks)
@@ -590,7 +593,7 @@ def retraining_bounds(pruned:nn.Module,              # the pruned network, W_spa
     x, y = data.pruning_data
     kw = dict(batch_size=batch_size, include_bias=include_bias, device=device)
     missing, has_init = _missing_status(baseline), baseline.w_initial is not None
-    points = _check_points(points, has_init)
+    points = _check_points(points, has_init, {k for k, _, _ in _entries(pruned, include_bias)})
     nets = {"initial": baseline.initial_model} if has_init else {}
     nets |= {"star": lambda: baseline.model, "sparse": lambda: pruned}
     losses, grads, ws = {}, {}, {}

@@ -21,7 +21,7 @@ from .checks import check_float, check_int
 __all__ = ['PRUNABLE', 'GELU_LIP', 'GELU_TANH_LIP', 'SILU_LIP', 'WEIGHTED', 'AFFINE', 'MAXPOOL', 'LINEAR', 'SHAPE', 'ADD', 'CAT',
            'META', 'MODULE_RULES', 'FUNCTION_RULES', 'METHOD_RULES', 'MODEL_DTYPES', 'UnsupportedOperation',
            'max_slope', 'Rule', 'register', 'Graph', 'call', 'Op', 'trace', 'follow_inplace', 'share_trace',
-           'lanczos_max', 'start_vectors', 'transpose', 'linear_norm', 'window_count', 'gain', 'combine', 'effective',
+           'lanczos_max', 'start_vectors', 'transpose', 'linear_norm', 'window_count', 'effective', 'gain', 'combine',
            'change', 'eval_mode', 'copy_model', 'one_thread', 'check_model', 'Stage', 'stages', 'is_chain',
            'prunable_layers']
 
@@ -455,6 +455,18 @@ def window_count(shape:tuple,       # one sample's shape (C, L) or (C, H, W)
         counts.append(max(c) if c else 0)
     return math.prod(counts)
 
+# %% ../nbs/01a_graph.ipynb #e662e7d2
+def effective(layer:nn.Module, # a module, pruned (torch prune masks) or not
+              p:str="weight",   # 'weight' or 'bias'
+             )->torch.Tensor:
+    "The masked value of parameter `p` (`p_orig * p_mask` when pruned), current even before the next forward pass."
+    if not isinstance(layer, nn.Module): raise TypeError(f"layer: expected an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
+    if p not in ("weight", "bias"): raise ValueError(f"p: expected one of ['weight', 'bias'], got {p!r}")
+    orig = getattr(layer, p + "_orig", None)
+    t = getattr(layer, p, None) if orig is None else orig * getattr(layer, p + "_mask")
+    if t is None: raise ValueError(f"p: {type(layer).__name__} has no {p}")
+    return t.detach()
+
 # %% ../nbs/01a_graph.ipynb #4f811c2c
 def gain(op:Op,              # an operation with one input
          model:nn.Module,     # the model (or pruned copy) whose parameters to use
@@ -466,13 +478,13 @@ def gain(op:Op,              # an operation with one input
     m = _modules(model).get(op.target) if op.op == "call_module" else None
     k = op.kind
     if k == "weighted":
-        w = m.weight.detach().to(device, torch.float64)
+        w = effective(m).detach().to(device, torch.float64)  # masked and current: `m.weight` is stale after an in-place edit
         if isinstance(m, nn.Linear): return torch.linalg.matrix_norm(w, 2).item()
         return linear_norm(lambda v: m._conv_forward(v, w, None), in_shape, device=device)
     if k == "affine":
         if m.running_var is None: raise UnsupportedOperation(f"model: BatchNorm '{op.target}' has track_running_stats=False; in eval mode it normalises by batch statistics, which have no fixed Lipschitz constant")
         s = 1/torch.sqrt(m.running_var.detach().double() + m.eps)
-        if m.weight is not None: s = m.weight.detach().double().abs()*s
+        if m.weight is not None: s = effective(m).detach().double().abs()*s
         return s.max().item()
     if k == "pointwise": return op.rule.lip(m, op.node.args, op.node.kwargs)
     if k == "scale": return op.rule.lip(m, op.node.args, op.node.kwargs)
@@ -491,18 +503,6 @@ def combine(op:Op,      # an `add` or a concatenation
     if op.kind == "add": return float(sum(bounds))
     if op.kind == "cat": return float(math.sqrt(sum(b*b for b in bounds)))
     raise ValueError(f"op: '{op.name}' ({op.kind}) is not an add or a concatenation")
-
-# %% ../nbs/01a_graph.ipynb #e662e7d2
-def effective(layer:nn.Module, # a module, pruned (torch prune masks) or not
-              p:str="weight",   # 'weight' or 'bias'
-             )->torch.Tensor:
-    "The masked value of parameter `p` (`p_orig * p_mask` when pruned), current even before the next forward pass."
-    if not isinstance(layer, nn.Module): raise TypeError(f"layer: expected an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
-    if p not in ("weight", "bias"): raise ValueError(f"p: expected one of ['weight', 'bias'], got {p!r}")
-    orig = getattr(layer, p + "_orig", None)
-    t = getattr(layer, p, None) if orig is None else orig * getattr(layer, p + "_mask")
-    if t is None: raise ValueError(f"p: {type(layer).__name__} has no {p}")
-    return t.detach()
 
 # %% ../nbs/01a_graph.ipynb #1576139a
 def _maybe(m:nn.Module, p:str)->torch.Tensor|None:

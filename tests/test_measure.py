@@ -134,6 +134,11 @@ def test_points_are_checked():
     p = prune(base.model, "magnitude", 0.5)
     with pytest.raises(ValueError, match="points"): retraining_bounds(p, base, data, method="magnitude", points={"elsewhere": 1})
     with pytest.raises(ValueError, match="points"): retraining_bounds(p, base, data, method="magnitude", points={"star": (1.0, {})})
+    m = M.measure(p, base, data, method="magnitude")  # points of weights only, asked for with biases: refused, not mixed
+    with pytest.raises(ValueError, match=r"points: \[.*'sparse'.*\] hold the tensors .* count .*'1\.bias'.*same include_bias"):
+        retraining_bounds(p, base, data, method="magnitude", include_bias=True, points=m.points)
+    b = m.retraining_bounds(method="magnitude", include_bias=True, gamma_free=False)  # through the Measurement: measured afresh
+    assert b.quantities["grad_sparse_sq"] >= m.bounds.quantities["grad_sparse_sq"]      # ‖∇L‖² over more tensors
 
 
 def _mnist_root()->Path|None:

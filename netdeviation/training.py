@@ -176,17 +176,17 @@ def fit(model:nn.Module,                    # trained in place; left in train mo
         model.train(); hist.append({**r, **extra})
     bar = tqdm(range(epochs), desc=f"fit {model_name(model)}", disable=not progress, leave=False)
     for epoch in bar:
-        total = 0.0
+        total, seen = 0.0, 0  # summed loss and images this epoch: the mean divides by the images seen, the last batch being short
         for i, idx in enumerate(_batches(len(x), config.batch_size, g)):
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             if sched: sched.step()
-            total += loss.item()*len(idx); step += 1
+            total += loss.item()*len(idx); seen += len(idx); step += 1
             if on_step is not None and on_step(step, model):
-                record(epoch + (i+1)/steps_per_epoch, total/((i+1)*config.batch_size), stopped=True)
+                record(epoch + (i+1)/steps_per_epoch, total/seen, stopped=True)
                 return hist
             if steps is not None and step >= steps:
-                record(epoch + (i+1)/steps_per_epoch, total/((i+1)*config.batch_size))
+                record(epoch + (i+1)/steps_per_epoch, total/seen)
                 return hist
         record(epoch+1, total/len(x))
         bar.set_postfix(val_acc=f"{hist[-1]['val_acc']:.4f}")

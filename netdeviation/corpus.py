@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_corpus.ipynb #aaea2cc4
 from __future__ import annotations
-import copy, hashlib, math, os, re
+import copy, hashlib, math, os, re, warnings
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,7 @@ from .pruning import METHODS, PRUNING_METHODS, method_kind, prune
 from .graph import copy_model
 from .retraining import CROSSINGS, RETRAIN_CONFIGS, RetrainResult, retrain, retrain_config
 from .training import (Baseline, CheckpointError, History, TrainConfig, TrainRecord, fit, get_config,
-                                   load_checkpoint, save_checkpoint, seed_everything, fit_recorded, record_of)
+                                   load_checkpoint, save_checkpoint, seed_everything, fit_recorded, record_of, _move_aside)
 
 # %% auto #0
 __all__ = ['CORPUS_DATASETS', 'RECIPES', 'V1_RECIPES', 'CORPUS_AMOUNTS', 'TOLERANCES', 'CAP', 'CORPUS_ARCHS', 'REGIMES',
@@ -109,7 +109,10 @@ def corpus_baseline(arch:str,                 # one of `CORPUS_ARCHS`
             ck = load_checkpoint(path); net.load_state_dict(ck["state"]); hist = History(ck["history"])
             rec = record_of(ck, cfg, len(data.x_train), hist)
             return Baseline(net.to(device).eval(), ck["w_initial"], float(ck["t_initial"]), cfg, hist, seed, path, rec)
-        except (CheckpointError, KeyError, RuntimeError): pass  # unreadable: train it again below
+        except (CheckpointError, KeyError, RuntimeError) as e:  # unreadable: set aside (never overwritten unseen), said, trained again below
+            why = e if isinstance(e, CheckpointError) else f"checkpoint '{path}' does not hold a {arch} original ({type(e).__name__}: {str(e).strip()[:200]})"
+            moved = _move_aside(path)
+            warnings.warn(f"{why}; " + (f"moved it aside to '{moved}'" if moved else "could not move it aside") + "; training the original again")
     seed_everything(seed); net = CORPUS_ARCHS[arch]()
     w0 = copy.deepcopy(net.state_dict())
     hist, rec = fit_recorded(net, data, cfg, seed=seed, device=device, progress=progress)  # with its learning curve: t_δ per tolerance

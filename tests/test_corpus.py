@@ -289,3 +289,20 @@ def test_corpus_template_runs_rewind_once_for_a_constant_lr_original(tmp_path, m
     assert res.count("done") == 1 and not res.errors
     rows = collect(tmp_path/"runs")
     assert len(rows) == 2 and rows.recipe.tolist() == ["paper", "paper"] and (rows.regime == "partial").all()
+
+
+# ---------------------------------------------------------------- corpus_baseline
+
+@needs_mnist
+def test_corpus_baseline_sets_a_corrupt_checkpoint_aside_and_says_so(tmp_path):
+    "A damaged checkpoint is moved aside with a warning naming it, never silently replaced; the retrained original equals the first."
+    from netdeviation.corpus import corpus_baseline
+    from netdeviation.training import state_equal
+    data = corpus_data("mnist", 256, 64, 64)
+    first = corpus_baseline("lenet_300_100", data, cache=tmp_path)
+    path = first.path
+    path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match=r"does not match its stored SHA-256.*moved it aside.*training the original again"):
+        again = corpus_baseline("lenet_300_100", data, cache=tmp_path)
+    assert path.exists() and len(list(tmp_path.glob(f"{path.name}.corrupt-*"))) == 1
+    assert state_equal(first.model, again.model)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .data import Data, as_data, cache_dir, load_dataset
 from .checks import atomic_write, check_choice, check_device, check_float, check_int
-from .deviation import AMOUNTS, deviation_sweep
+from .deviation import AMOUNTS, SWEEP_GROUP, deviation_sweep, grid_net_deviation
 from .measure import Measurement, mask_kind, measure, original
 from .models import ResNet, bn_cnn, lenet5, lenet5_caffe, lenet_300_100, model_name, n_params
 from .pruning import METHODS, PRUNING_METHODS, method_kind, prune
@@ -229,12 +229,11 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
     base = corpus_baseline(arch, data, seed, "paper" if regime == "v1" else cfg0, cache=cache, device=device)
     x = data.x_val
     grid = deviation_sweep(base.model, x, methods=(method,), amounts=AMOUNTS, seeds=(seed,), device=device, progress=False)
-    scale = float(grid.dev.abs().max())  # D on the common grid: |dev| / max |dev| over the paper's amounts 10-80%
     acts, rows = original(base, data, device).activations, []  # the original's L*, gradients and activations: once for every amount
     for amount in tqdm(amounts, desc=f"{dataset} {arch} {method}", disable=not progress):
         pruned = prune(base.model, method, amount, data=x, seed=seed, device=device)
         f = features(measure(pruned, base, data, method=method, activations=acts, device=device))
-        f["D_grid"] = abs(f["dev"])/scale if scale > 0 else math.inf
+        f["D_grid"] = float(grid_net_deviation(grid.iloc[:1][list(SWEEP_GROUP)].assign(amount=amount, dev=f["dev"]), grid).iloc[0])  # |dev| / max |dev| on `D_GRID`
         for recipe in recipes:
             cfg = retrain_config(recipe, base.config)
             r = retrain(copy_model(pruned), data, base, cfg, eps=None, delta=min(tolerances), max_epochs=cap, seed=seed,

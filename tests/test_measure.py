@@ -155,6 +155,13 @@ def test_corpus_run_of_six_amounts_measures_the_original_once(tmp_path, monkeypa
     assert n.unpruned_grads() == 2                        # ∇L(W*) and ∇L(W_initial): once for the six amounts
     assert n.n["loss_and_grad"] == 2 + 6 and n.n["deviation"] == 6 and n.n["original_activations"] == 1
     assert n.n["evaluate"] == 1 + 6                        # acc*, L* once; each pruned network once (no BatchNorm)
+    # D_grid as the deviation module defines it: the same amounts swept there, scaled by the grid 10-80%
+    from netdeviation.corpus import corpus_baseline, corpus_data
+    from netdeviation.deviation import deviation_sweep
+    data = corpus_data("mnist", 500, 200)
+    sweep = deviation_sweep(corpus_baseline("lenet_300_100", data, cache=tmp_path).model, data.x_val, methods=("magnitude",),
+                            amounts=AMOUNTS, progress=False)
+    assert rows.D_grid.tolist() == pytest.approx(sweep.D_grid.tolist(), rel=1e-12) and rows.D_grid.iloc[-1] > 1  # 95% lies beyond the grid
 
 
 # ---------------------------------------------------------------- the structure, held once

@@ -497,11 +497,11 @@ def _structure(a:GraphActivations):
     a.cache.update(shapes=shapes, slopes={k: torch.cat(v) for k, v in slopes.items()}, fixed=fixed, orig=orig)
 
 def _param_gain(a:GraphActivations, o, pruned:nn.Module)->float:
-    "The gain of a parameter op of `pruned` (computed once per distinct weights)."
+    "The gain of a parameter op of `pruned` (computed once per distinct module state: weights, masks, BatchNorm statistics)."
     m = dict(pruned.named_modules(remove_duplicate=False))[o.target]
-    w = getattr(m, "weight", None)
-    digest = "none" if w is None else hashlib.sha1(w.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-    key = ("gain", o.name, digest)
+    h = hashlib.sha1(repr(m).encode())  # eps and the module's settings, then every parameter and buffer it holds
+    for k, t in m.state_dict(keep_vars=True).items(): h.update(k.encode()); h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    key = ("gain", o.name, h.hexdigest())
     if key not in a.cache: a.cache[key] = gain(o, pruned, _in_shape(o, a.cache["shapes"]), None, a.device)
     return a.cache[key]
 

@@ -228,8 +228,8 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
         raise ValueError(f"cap: {cap} epochs of {len(data.x_train)} images is less than one optimiser step; pass a larger cap or n_train")
     base = corpus_baseline(arch, data, seed, "paper" if regime == "v1" else cfg0, cache=cache, device=device)
     x = data.x_val
-    grid = deviation_sweep(base.model, x, methods=(method,), amounts=AMOUNTS, seeds=(seed,), device=device, progress=False)
     acts, rows = original(base, data, device).activations, []  # the original's L*, gradients and activations: once for every amount
+    grid = deviation_sweep(base.model, x, methods=(method,), amounts=AMOUNTS, seeds=(seed,), device=device, progress=False, activations=acts)
     for amount in tqdm(amounts, desc=f"{dataset} {arch} {method}", disable=not progress):
         pruned = prune(base.model, method, amount, data=x, seed=seed, device=device)
         f = features(measure(pruned, base, data, method=method, activations=acts, device=device))

@@ -746,6 +746,7 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
                     scope:str="layer",        # pruning scope (see `compute_masks`)
                     device="cpu",             # where to compute
                     progress:bool=True,       # show a progress bar
+                    activations=None,         # `original_activations(model, x)` when already recorded (e.g. an `Original`'s); default recorded here
                     **options,                # passed to `compute_masks` for 'clustered' (clustering=, keep=)
                    )->pd.DataFrame:           # one row per (method, amount, seed)
     "Deviation, both bounds and Net Deviation of `model` pruned by every method × amount × seed: `D` per sweep (eq. 3.13, not comparable across sweeps), `D_grid` on the common grid `D_GRID` (comparable; above 1 off the grid)."
@@ -755,7 +756,10 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
     if bad: raise ValueError(f"methods: expected names among the registered methods {list(PRUNING_METHODS)} (add one with `register_method`), got {methods}")
     device = check_device(device)
     x = _check_x(check_model(model), x)
-    a = original_activations(model, x, device)
+    if activations is not None and not (isinstance(activations, (Activations, GraphActivations)) and activations.model is model
+                                        and len(activations.x if isinstance(activations, GraphActivations) else activations.ys[0]) == len(x)):
+        raise ValueError("activations: expected `original_activations(model, x)` of this model on these images (or None to record them here)")
+    a = original_activations(model, x, device) if activations is None else activations
     have = set(_on_grid(amounts).tolist())
     extra = [g for k, g in enumerate(D_GRID) if k not in have]   # grid amounts the sweep lacks: for `D_grid` only
     rows = []

@@ -148,9 +148,12 @@ def _mnist_root()->Path|None:
 @pytest.mark.skipif(_mnist_root() is None, reason="MNIST not in NETDEVIATION_DATA")
 def test_corpus_run_of_six_amounts_measures_the_original_once(tmp_path, monkeypatch):
     from netdeviation.corpus import corpus_run
-    n = Calls(monkeypatch)
+    import netdeviation.deviation as Dv
+    n, recorded, real = Calls(monkeypatch), Counter(), Dv.original_activations
+    monkeypatch.setattr(Dv, "original_activations", lambda *a, **k: (recorded.update(["sweep"]), real(*a, **k))[1])
     rows = corpus_run("mnist", "lenet_300_100", "magnitude", list(AMOUNTS), recipes=["paper"], cap=1.0, n_train=500, n_val=200,
                       cache=tmp_path, progress=False)
+    assert recorded["sweep"] == 0                         # the grid sweep (D_grid's scale) reuses the Original's activations
     assert len(rows) == 6
     assert n.unpruned_grads() == 2                        # ∇L(W*) and ∇L(W_initial): once for the six amounts
     assert n.n["loss_and_grad"] == 2 + 6 and n.n["deviation"] == 6 and n.n["original_activations"] == 1
@@ -161,6 +164,9 @@ def test_corpus_run_of_six_amounts_measures_the_original_once(tmp_path, monkeypa
     data = corpus_data("mnist", 500, 200)
     sweep = deviation_sweep(corpus_baseline("lenet_300_100", data, cache=tmp_path).model, data.x_val, methods=("magnitude",),
                             amounts=AMOUNTS, progress=False)
+    with pytest.raises(ValueError, match="activations: expected"):   # activations of other images are refused
+        deviation_sweep(sweep_model := corpus_baseline("lenet_300_100", data, cache=tmp_path).model, data.x_val, methods=("magnitude",),
+                        amounts=AMOUNTS, progress=False, activations=real(sweep_model, data.x_val[:50]))
     assert rows.D_grid.tolist() == pytest.approx(sweep.D_grid.tolist(), rel=1e-12) and rows.D_grid.iloc[-1] > 1  # 95% lies beyond the grid
 
 

@@ -298,11 +298,11 @@ def test_corpus_baseline_sets_a_corrupt_checkpoint_aside_and_says_so(tmp_path):
     "A damaged checkpoint is moved aside with a warning naming it, never silently replaced; the retrained original equals the first."
     from netdeviation.corpus import corpus_baseline
     from netdeviation.training import state_equal
-    data = corpus_data("mnist", 256, 64, 64)
-    first = corpus_baseline("lenet_300_100", data, cache=tmp_path)
+    data, cfg = corpus_data("mnist", 256, 64, 64), TrainConfig(optimizer="sgd", lr=0.05, epochs=1, batch_size=64)
+    first = corpus_baseline("lenet_300_100", data, config=cfg, cache=tmp_path)
     path = first.path
     path.write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning, match=r"does not match its stored SHA-256.*moved it aside.*training the original again"):
-        again = corpus_baseline("lenet_300_100", data, cache=tmp_path)
+        again = corpus_baseline("lenet_300_100", data, config=cfg, cache=tmp_path)
     assert path.exists() and len(list(tmp_path.glob(f"{path.name}.corrupt-*"))) == 1
     assert state_equal(first.model, again.model)

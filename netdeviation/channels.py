@@ -57,7 +57,9 @@ def zero_channels(t:torch.Tensor, # a parameter's mask (changed in place)
                   channels,        # which channels: a bool tensor (n,) or channel indices
                  )->torch.Tensor:  # `t`
     "Zero, in place, every entry of `t` that the given channels own."
-    t.movedim(member.dim, 0)[member.index[torch.as_tensor(channels).cpu()].to(t.device)] = 0
+    c = torch.as_tensor(channels).cpu()
+    if c.dtype != torch.bool: c = c.long()  # indices; an empty list is float to torch, and indexes nothing
+    t.movedim(member.dim, 0)[member.index[c].to(t.device)] = 0
     return t
 
 # %% ../nbs/01b_channels.ipynb #dc7b4a40

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
+import inspect
 
 import torch
 import torch.fx
@@ -27,18 +28,21 @@ class LayeredNet(nn.Sequential):
         super().__init__(layers)
         self.input_shape, self.name = tuple(input_shape), name
 
-    def forward(self, x:torch.Tensor)->torch.Tensor:
-        if isinstance(x, torch.fx.Proxy): return super().forward(x)  # being traced: no value to check
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise ValueError(f"x: {self.name} expects floating-point images, got "
-                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}; "
-                             "scale/normalise them first, e.g. with `normalise`")
-        w = next(self.parameters(), None)
-        if w is not None and x.dtype != w.dtype: x = x.to(w.dtype)
-        if x.dim() != len(self.input_shape)+1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"x: {self.name} expects a batch of shape (N, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(x.shape)}")
-        return super().forward(x)
+    def forward(self, x:torch.Tensor)->torch.Tensor: return super().forward(_checked_input(self, x))
+
+def _checked_input(net:nn.Module, x)->torch.Tensor:
+    "`x` as a batch `net` accepts: floating point, in its parameters' dtype, of shape (N, *net.input_shape); a clear error otherwise."
+    if isinstance(x, torch.fx.Proxy): return x  # being traced: no value to check
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"x: {net.name} expects floating-point images, got "
+                         f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}; "
+                         "scale/normalise them first, e.g. with `normalise`")
+    w = next(net.parameters(), None)
+    if w is not None and x.dtype != w.dtype: x = x.to(w.dtype)
+    if x.dim() != len(net.input_shape)+1 or tuple(x.shape[1:]) != net.input_shape:
+        raise ValueError(f"x: {net.name} expects a batch of shape (N, {', '.join(map(str, net.input_shape))}), "
+                         f"got {tuple(x.shape)}")
+    return x
 
 # %% ../nbs/01_models.ipynb #55c7d532
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
@@ -98,7 +102,7 @@ class ResNet(nn.Module):
     def __init__(self, depth:int=20,          # 6n+2 weighted layers: 8, 14, 20, ...
                  in_channels:int=1,           # channels of the input images
                  num_classes:int=10,          # outputs of the head
-                 input_shape=(1, 28, 28),     # shape of one input sample (any size works: the pool is global)
+                 input_shape=(1, 28, 28),     # shape of one input sample (checked at every call: the library's bounds and traces read it)
                  width:int=16,                # channels of the first stage (then 2×, 4×)
                  act:str="relu",              # activation: 'relu' or 'sigmoid'
                  name:str|None=None):         # model name; default f'resnet{depth}'
@@ -109,6 +113,7 @@ class ResNet(nn.Module):
         width, input_shape = check_int(width, "width", 1), tuple(input_shape)
         if len(input_shape) != 3 or input_shape[0] != in_channels:
             raise ValueError(f"input_shape: expected (channels, height, width) with channels = in_channels = {in_channels}, got {input_shape}")
+        if name is not None and not isinstance(name, str): raise TypeError(f"name: expected a string or None, got {type(name).__name__} {name!r}")
         self.name, self.input_shape = name or f"resnet{depth}", input_shape
         self.conv1, self.bn1, self.act1 = _conv3x3(in_channels, width), nn.BatchNorm2d(width), _act(act)
         n, c = (depth - 2)//6, width
@@ -121,7 +126,7 @@ class ResNet(nn.Module):
             if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x:torch.Tensor)->torch.Tensor:
-        x = self.layer3(self.layer2(self.layer1(self.act1(self.bn1(self.conv1(x))))))
+        x = self.layer3(self.layer2(self.layer1(self.act1(self.bn1(self.conv1(_checked_input(self, x)))))))
         return self.fc(self.flatten(self.pool(x)))
 
 # %% ../nbs/01_models.ipynb #ee6e708c
@@ -177,7 +182,10 @@ def get_model(name:str, # a name in `MODELS`: 'lenet_300_100', 'lenet5', 'lenet5
               **kwargs, # passed to the constructor, e.g. `act="sigmoid"`, `in_channels=3`
              )->nn.Module:
     "A freshly initialised model by name."
-    return MODELS[check_choice(name, "model", MODELS)](**kwargs)
+    make = MODELS[check_choice(name, "model", MODELS)]
+    try: inspect.signature(make).bind(**kwargs)
+    except TypeError as e: raise TypeError(f"kwargs: {name} takes {list(inspect.signature(make).parameters)}, got {sorted(kwargs)} ({e})") from None
+    return make(**kwargs)
 
 # %% ../nbs/01_models.ipynb #24919a8d
 def n_params(model:nn.Module, # any network

@@ -248,15 +248,27 @@ def _unsupported(n:fx.Node, model:nn.Module)->UnsupportedOperation:
         "`netdeviation.graph.register(key, Rule(kind, lip))`.")
 
 def _tensor_inputs(n:fx.Node, meta:set)->list[str]:
-    return [a.name for a in n.all_input_nodes if a.name not in meta]
+    "The node's tensor inputs in argument order, each as often as it is passed (`h + h` has two): fx's `all_input_nodes` drops repeats."
+    out = []
+    fx.node.map_arg((n.args, n.kwargs), lambda a: out.append(a.name) or a)
+    return [a for a in out if a not in meta]
 
-_TRACES = weakref.WeakKeyDictionary()
+def _advanced(index)->bool:
+    "True for an index that can repeat or reorder entries (a list, tensor or traced value inside it): a linear map, not a view."
+    return any(isinstance(i, (list, torch.Tensor, fx.Node)) for i in (index if isinstance(index, tuple) else (index,)))
+
+_TRACES = weakref.WeakKeyDictionary()  # model -> (its modules' key when traced, its Graph)
+
+def _modules_key(model:nn.Module)->tuple:
+    "Every module's name, type and identity: what a trace of `model` depends on besides its code."
+    return tuple((k, type(m), id(m)) for k, m in model.named_modules(remove_duplicate=False))
 
 def trace(model:nn.Module, # any network torch.fx can trace (an `nn.Sequential` is traced as its chain)
          )->"Graph":
-    "The network's operations in forward order, each with its rule; traced once per model object."
+    "The network's operations in forward order, each with its rule; traced once per model object (again after a module is replaced)."
     if not isinstance(model, nn.Module): raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    if model in _TRACES: return _TRACES[model]
+    key = _modules_key(model)  # a module replaced since: traced again
+    if (hit := _TRACES.get(model)) is not None and hit[0] == key: return hit[1]
     root = _Chain(model) if isinstance(model, nn.Sequential) else model
     try: g = _Tracer().trace(root)
     except Exception as e:
@@ -270,12 +282,14 @@ def trace(model:nn.Module, # any network torch.fx can trace (an `nn.Sequential` 
         if n.op == "placeholder": ops.append(Op(n.name, n.op, n.target, "input", [], None, n)); continue
         if n.op == "output": ops.append(Op(n.name, n.op, n.target, "output", _tensor_inputs(n, meta), None, n)); continue
         rule = _rule(n, model)
-        if n.op == "call_function" and n.target is operator.getitem and n.args[0].name in meta: rule = META
+        if n.op == "call_function" and n.target is operator.getitem:
+            if n.args[0].name in meta: rule = META
+            elif _advanced(n.args[1]): rule = LINEAR  # x[:, [0, 0]] repeats entries: its factor is computed, not 1
         if rule is None: raise _unsupported(n, model)
         if rule.kind == "meta": meta.add(n.name); continue
         ops.append(Op(n.name, n.op, n.target, rule.kind, _tensor_inputs(n, meta), rule, n))
     graph = Graph(g, ops, type(model).__name__)
-    _TRACES[model] = graph
+    _TRACES[model] = (key, graph)
     return graph
 
 # %% ../nbs/01a_graph.ipynb #6e70ff8a
@@ -343,9 +357,9 @@ def share_trace(copy:nn.Module,  # a deep copy of `model` (pruned or not): the s
                )->nn.Module:     # `copy`
     "Give `copy` the trace of `model` where `model` has one, instead of tracing the copy again: the structure of an original is traced once."
     if not (isinstance(copy, nn.Module) and isinstance(model, nn.Module)): raise TypeError("copy, model: expected two torch nn.Modules")
-    if model in _TRACES and copy not in _TRACES and type(copy) is type(model) and \
+    if model in _TRACES and _TRACES[model][0] == _modules_key(model) and copy not in _TRACES and type(copy) is type(model) and \
        [n for n, _ in copy.named_modules(remove_duplicate=False)] == [n for n, _ in model.named_modules(remove_duplicate=False)]:
-        _TRACES[copy] = _TRACES[model]
+        _TRACES[copy] = (_modules_key(copy), _TRACES[model][1])
     return copy
 
 # %% ../nbs/01a_graph.ipynb #512b2c07
@@ -460,7 +474,7 @@ def effective(layer:nn.Module, # a module, pruned (torch prune masks) or not
               p:str="weight",   # 'weight' or 'bias'
              )->torch.Tensor:
     "The masked value of parameter `p` (`p_orig * p_mask` when pruned), current even before the next forward pass."
-    if not isinstance(layer, nn.Module): raise TypeError(f"layer: expected an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
+    if not isinstance(layer, nn.Module): raise TypeError(f"layer: expected an nn.Linear, nn.Conv1d or nn.Conv2d, got {type(layer).__name__}")
     if p not in ("weight", "bias"): raise ValueError(f"p: expected one of ['weight', 'bias'], got {p!r}")
     orig = getattr(layer, p + "_orig", None)
     t = getattr(layer, p, None) if orig is None else orig * getattr(layer, p + "_mask")
@@ -499,8 +513,11 @@ def gain(op:Op,              # an operation with one input
 def combine(op:Op,      # an `add` or a concatenation
             bounds:list, # the bounds of its inputs
            )->float:
-    "Bound after an `add` (sum) or a concatenation (root of the sum of squares) of inputs bounded by `bounds`."
-    if op.kind == "add": return float(sum(bounds))
+    "Bound after an `add` (sum; `alpha` scales the last operand) or a concatenation (root of the sum of squares) of inputs bounded by `bounds`."
+    if op.kind == "add":
+        alpha = op.node.kwargs.get("alpha", 1) if op.node is not None else 1  # torch.add(a, b, alpha=α) is a + α·b
+        if isinstance(alpha, fx.Node): raise UnsupportedOperation(f"op: '{op.name}' adds with a computed alpha; it has no fixed bound")
+        return float(sum(bounds[:-1]) + abs(alpha)*bounds[-1]) if bounds else 0.0
     if op.kind == "cat": return float(math.sqrt(sum(b*b for b in bounds)))
     raise ValueError(f"op: '{op.name}' ({op.kind}) is not an add or a concatenation")
 
@@ -600,7 +617,7 @@ def check_model(model:nn.Module,  # a network to prune or to measure
 class Stage:
     "One prunable layer and the parameter-free modules (its $f$) that follow it."
     name:str           # name of the prunable layer in the model
-    layer:nn.Module    # the `nn.Linear` or `nn.Conv2d`
+    layer:nn.Module    # the `nn.Linear`, `nn.Conv1d` or `nn.Conv2d`
     post:nn.Sequential # activation / pooling / flatten after it
     hidden:bool        # True when another stage follows (its outputs are prunable nodes)
 
@@ -620,7 +637,7 @@ def _walk(model:nn.Sequential)->tuple[nn.Sequential, list[Stage]]:
                              "Linear/Conv1d/Conv2d; use `trace` for networks with BatchNorm or branches")
         elif found: found[-1][2].append(m)
         else: prefix.append(m)
-    if not found: raise ValueError("model: has no prunable layers (nn.Linear or nn.Conv2d)")
+    if not found: raise ValueError("model: has no prunable layers (nn.Linear, nn.Conv1d or nn.Conv2d)")
     return nn.Sequential(*prefix), [Stage(n, l, nn.Sequential(*post), i < len(found)-1)
                                     for i, (n, l, post) in enumerate(found)]
 

@@ -470,3 +470,35 @@ def test_closed_form_package(name):
     assert d.bound_rigorous == pytest.approx(want, rel=1e-6, abs=1e-9), (d.bound_rigorous, want)
     with torch.no_grad(): scale = fro(model(x))  # float32 rounding of the outputs, not of their (small) difference, sets the error
     assert d.lhs == pytest.approx(actual(model, pruned, x), rel=1e-6, abs=1e-6*scale + 1e-9)
+
+
+# ---------------------------------------------------------------- an input used twice, alpha, repeated indices
+class _Reuse(nn.Module):
+    "h = fc(x), then h used twice (h + h, cat[h, h], h + α·h) or with repeated indices, then a linear head."
+    def __init__(self, how:str):
+        super().__init__(); self.how = how
+        self.fc = nn.Linear(6, 6)
+        self.out = nn.Linear(12 if how == "cat" else 8 if how == "index" else 6, 3)
+    def forward(self, x):
+        h = self.fc(x)
+        if self.how == "add": y = h + h
+        elif self.how == "cat": y = torch.cat([h, h], 1)
+        elif self.how == "alpha": y = torch.add(h, h, alpha=-3.0)
+        else: y = h[:, [0, 0, 0, 0, 1, 2, 3, 4]]
+        return self.out(y)
+
+@pytest.mark.parametrize("how, factor", [("add", 2.0), ("cat", math.sqrt(2)), ("alpha", 4.0), ("index", 2.0)])
+def test_reused_inputs_count_in_the_rigorous_bound(how, factor):
+    "Pruning only fc: by hand, the bound is ‖δfc‖ × the map's factor (2, √2, 1 + |α|, √(4 repeats)) × ‖out‖₂, and it holds."
+    from netdeviation.deviation import deviation
+    from netdeviation.graph import copy_model
+    torch.manual_seed(0)
+    m = _Reuse(how).to(D).eval(); p = copy_model(m)
+    prune.random_unstructured(p.fc, "weight", amount=0.5)
+    x = torch.randn(32, 6, dtype=D)
+    d = deviation(m, p, x)
+    with torch.no_grad():
+        change = (p.fc(x) - m.fc(x)).norm().item()
+        want = change*factor*torch.linalg.matrix_norm(m.out.weight, 2).item()
+    assert d.bound_rigorous == pytest.approx(want, rel=1e-6)
+    assert d.lhs <= d.bound_rigorous*(1 + 1e-9)

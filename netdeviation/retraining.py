@@ -174,7 +174,9 @@ def _forecaster(forecast, reference:float, delta:float|None, budget:int, crossin
     if delta is None: raise ValueError("forecast: forecasts the time to an accuracy target; pass delta (e.g. delta=0.01) too")
     from netdeviation.forecast import Forecaster  # the floor below: it imports nothing of retraining
     target_acc = reference - delta
-    if forecast is True: return Forecaster(reference=reference, delta=delta, budget=budget, crossing=crossing)
+    if forecast is True:
+        if budget < 1: raise ValueError(f"max_epochs: the cap is {budget} optimiser steps; a forecast needs at least one (pass a larger max_epochs)")
+        return Forecaster(reference=reference, delta=delta, budget=budget, crossing=crossing)
     if not isinstance(forecast, Forecaster): raise TypeError(f"forecast: expected True or a Forecaster, got {type(forecast).__name__}")
     if forecast.crossing != crossing:
         raise ValueError(f"forecast: it reads recovery with crossing={forecast.crossing!r}, this run with crossing={crossing!r}; "
@@ -344,8 +346,9 @@ def _bound_cell(g:pd.DataFrame, col:str)->str:
     good = ~st.str.startswith(("inapplicable", "undefined")) & g[col].notna()  # applies: proven (or ok) or an estimate
     if good.all(): return f"{g[col].mean():.3g}"
     if good.any(): return f"{g[col][good].mean():.3g} (applies in {int(good.sum())}/{len(g)} runs)"
-    why = st[~good].iloc[0]
-    return why if len(g) == 1 else f"{why.split(', got')[0]} (all {len(g)} runs)"
+    why = st[~good].str.split(", got").str[0]  # the reason without its measured value
+    if len(g) == 1: return st.iloc[0]
+    return f"{why.iloc[0]} (all {len(g)} runs)" if why.nunique() == 1 else f"{why.iloc[0]} (the first run's reason; inapplicable in all {len(g)})"
 
 def as_paper_table(table:pd.DataFrame, # from `retraining_table`
                   )->pd.DataFrame:     # index (model, kind, amount); bounds, measured and the paper's numbers, as text

@@ -212,3 +212,17 @@ def test_retrain_refuses_a_forecaster_with_another_crossing():
     fc = Forecaster(reference=ref, delta=0.01, crossing="median3")
     with pytest.raises(ValueError, match="^forecast: it reads recovery with crossing='median3'"):
         retrain(pruned, data, model, eps=None, delta=0.01, max_epochs=1.0, crossing="first", forecast=fc, progress=False)
+
+
+def test_retrain_with_a_forecast_refuses_a_cap_under_one_step():
+    "A cap of less than one optimiser step leaves a forecast nothing to forecast: the error names max_epochs, not an internal budget."
+    import torch
+    from torch import nn
+    from netdeviation.data import from_tensors
+    from netdeviation.pruning import prune
+    from netdeviation.retraining import retrain
+    g = torch.Generator().manual_seed(0)
+    data = from_tensors(torch.rand(300, 4, 4, generator=g), torch.randint(0, 2, (300,), generator=g), n_val=44, normalise=False)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"^max_epochs: the cap is 0 optimiser steps; a forecast needs at least one"):
+        retrain(prune(model, "random", 0.5), data, model, eps=None, delta=0.01, max_epochs=0.1, forecast=True, progress=False)

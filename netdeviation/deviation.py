@@ -734,6 +734,13 @@ def grid_net_deviation(rows:pd.DataFrame,           # sweep rows: `SWEEP_GROUP` 
     return out.mask(s == 0, np.where(d == 0, 0.0, np.inf)).rename("D_grid")  # a grid of zero deviations: 0, as for D
 
 # %% ../nbs/04_deviation.ipynb #02c42818
+def _check_activations(activations, model:nn.Module, x:torch.Tensor):
+    "`activations` when they are `original_activations(model, x)` of this model object on as many images as `x`; a clear error otherwise."
+    ok = isinstance(activations, (Activations, GraphActivations)) and activations.model is model and \
+         len(activations.x if isinstance(activations, GraphActivations) else activations.ys[0]) == len(x)
+    if not ok: raise ValueError("activations: expected `original_activations(model, x)` of this model on these images (or None to record them here)")
+    return activations
+
 def deviation_sweep(model:nn.Module,          # the original (trained) network
                     x:torch.Tensor,           # pruning images, e.g. `load_mnist().x_val`
                     methods=("random", "magnitude", "clustered"), # names in `PRUNING_METHODS` (the paper's and any registered)
@@ -756,10 +763,7 @@ def deviation_sweep(model:nn.Module,          # the original (trained) network
     if bad: raise ValueError(f"methods: expected names among the registered methods {list(PRUNING_METHODS)} (add one with `register_method`), got {methods}")
     device = check_device(device)
     x = _check_x(check_model(model), x)
-    if activations is not None and not (isinstance(activations, (Activations, GraphActivations)) and activations.model is model
-                                        and len(activations.x if isinstance(activations, GraphActivations) else activations.ys[0]) == len(x)):
-        raise ValueError("activations: expected `original_activations(model, x)` of this model on these images (or None to record them here)")
-    a = original_activations(model, x, device) if activations is None else activations
+    a = original_activations(model, x, device) if activations is None else _check_activations(activations, model, x)
     have = set(_on_grid(amounts).tolist())
     extra = [g for k, g in enumerate(D_GRID) if k not in have]   # grid amounts the sweep lacks: for `D_grid` only
     rows = []

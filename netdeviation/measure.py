@@ -14,8 +14,8 @@ from .bounds import MU_BY_KIND, RetrainingBounds, check_pruned, loss_and_grad, r
 from .channels import structure
 from .checks import check_choice, check_device
 from .data import Data, as_data
-from .deviation import Deviation, deviation, original_activations, recalibrate_batchnorm
-from .graph import copy_model
+from .deviation import Deviation, _check_activations, deviation, original_activations, recalibrate_batchnorm
+from .graph import _modules_key, copy_model
 from .pruning import method_kind
 from .training import Baseline, evaluate
 
@@ -89,7 +89,8 @@ KEEP = 4                     # originals kept
 # %% ../nbs/05b_measure.ipynb #f48334b9
 def _key(baseline:Baseline, x:torch.Tensor, y:torch.Tensor, device)->tuple:
     w0 = baseline.w_initial
-    return (fingerprint(baseline.model.state_dict(keep_vars=True).items()), id(w0), None if w0 is None else fingerprint(w0.items()),
+    return (fingerprint(baseline.model.state_dict(keep_vars=True).items()), _modules_key(baseline.model),  # its modules too: an activation swapped
+            id(w0), None if w0 is None else fingerprint(w0.items()),
             fingerprint((("x", x), ("y", y))), str(device), torch.get_num_threads())  # sums in another order differ in the last digits
 
 def original(baseline:Baseline,             # the original: W*, W_initial
@@ -124,6 +125,7 @@ class Measurement:
     points:dict                # 'star', 'sparse' (and 'initial'): (L, ∇L, W), per 1,000 images, weights only
     bounds:RetrainingBounds    # Theorem 1 (γ = 1, μ by `kind`; the γ-free bounds not computed)
     device:torch.device        # where it was measured
+    stamp:tuple=()             # `_stamp` of both networks when measured: the points are reused only while it holds
 
     @property
     def reference(self)->dict:
@@ -134,6 +136,11 @@ class Measurement:
                 f"{self.start['acc']:.4f}, rel. deviation {self.deviation.rel_dev:.3g}, Theorem 1 {self.bounds.epochs['theorem1_paper']:.3g} epochs)")
 
 # %% ../nbs/05b_measure.ipynb #0a769060
+def _stamp(pruned:nn.Module, baseline:Baseline)->tuple:
+    "Which tensors both networks hold and their in-place version counters: changes when either is trained, edited or re-pruned."
+    st = lambda m: tuple((k, t.data_ptr(), t._version) for k, t in m.state_dict(keep_vars=True).items())
+    return st(pruned), st(baseline.model), id(baseline.w_initial)
+
 def measure(pruned:nn.Module,           # the pruned network, W_sparse
             baseline:Baseline,          # its original (W*, W_initial, t_initial)
             data:Data,                  # a `Data`: everything is measured on `data.pruning_data`
@@ -146,9 +153,10 @@ def measure(pruned:nn.Module,           # the pruned network, W_sparse
     if not isinstance(baseline, Baseline): raise TypeError(f"baseline: expected a Baseline, got {type(baseline).__name__}")
     data, device = as_data(data), check_device(device)
     check_choice(recalibrate, "recalibrate", (True, False))
-    kind = mask_kind(pruned) if method is None else method_kind(method)
     check_pruned(pruned, "pruned", baseline.model, "baseline")  # before any work: an unpruned or mismatched network is refused at once
+    kind = mask_kind(pruned) if method is None else method_kind(method)
     o, (x, y) = original(baseline, data, device), data.pruning_data
+    if activations is not None: _check_activations(activations, baseline.model, x)  # this original's, on these images
     start = evaluate(pruned, x, y, device=device)
     d = deviation(baseline.model, pruned, activations=activations if activations is not None else o.activations)
     if recalibrate and _has_bn(pruned): rec = evaluate(recalibrate_batchnorm(copy_model(pruned), x), x, y, device=device)
@@ -157,15 +165,16 @@ def measure(pruned:nn.Module,           # the pruned network, W_sparse
     b = retraining_bounds(pruned, baseline, data, mu=MU_BY_KIND[kind], gamma_free=False,
                           device=device, points=points)
     return Measurement(pruned=pruned, baseline=baseline, data=data, original=o, method=method, kind=kind, start=start,
-                       recal=rec, deviation=d, points=points, bounds=b, device=device)
+                       recal=rec, deviation=d, points=points, bounds=b, device=device, stamp=_stamp(pruned, baseline))
 
 # %% ../nbs/05b_measure.ipynb #38f9f41e
 def _retraining_bounds(self:Measurement, **options)->RetrainingBounds:
     "`retraining_bounds` of this pruned network (`options` as there), reusing the measured (L, ∇L, W) at W*, W_s and W_initial."
     bs, bias = options.get("batch_size", 1000), options.get("include_bias", False)
     device = check_device(options.pop("device", self.device))
-    if (bs, bias, str(device)) == (1000, False, str(self.device)): points = self.points
-    else: points = None   # measured at other settings: computed afresh
+    if "mu" not in options and "method" not in options: options["mu"] = MU_BY_KIND[self.kind]  # the kind it was measured as
+    same = (bs, bias, str(device)) == (1000, False, str(self.device)) and self.stamp == _stamp(self.pruned, self.baseline)
+    points = self.points if same else None  # other settings, or either network changed since: computed afresh
     return retraining_bounds(self.pruned, self.baseline, self.data, device=device, points=points, **options)
 
 Measurement.retraining_bounds = _retraining_bounds

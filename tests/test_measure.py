@@ -224,3 +224,33 @@ def test_feature_pass_does_not_import_torch_compiler():
     r = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "False", r.stdout
+
+
+# ---------------------------------------------------------------- stale or foreign inputs are not reused
+def test_measure_refuses_activations_of_other_images():
+    from netdeviation.deviation import original_activations
+    base, data = _tiny()
+    p = prune(base.model, "magnitude", 0.5)
+    with pytest.raises(ValueError, match="activations: expected `original_activations"):
+        M.measure(p, base, data, method="magnitude", activations=original_activations(base.model, data.x_val[:50]))
+
+
+def test_a_swapped_activation_is_a_new_original():
+    "Replacing a parameter-free module changes the original: its cached Original is not reused (its accuracy is evaluate's)."
+    base, data = _tiny()
+    o = M.original(base, data); o.reference
+    base.model[2] = nn.Sigmoid()
+    o2 = M.original(base, data)
+    assert o2 is not o and o2.reference == evaluate(base.model, *data.pruning_data)
+
+
+def test_measurement_bounds_follow_the_networks_as_they_are():
+    "After the pruned network is changed in place, the Measurement's bounds are those of a fresh call, not a mix with the old points."
+    base, data = _tiny()
+    p = prune(base.model, "magnitude", 0.5)
+    m = M.measure(p, base, data, method="magnitude")
+    assert m.retraining_bounds(gamma_free=False).quantities == m.bounds.quantities   # no options: μ by the measured kind
+    with torch.no_grad(): p[5].weight_orig.mul_(3.0)
+    got = m.retraining_bounds(method="magnitude", gamma_free=False)
+    fresh = retraining_bounds(p, base, data, method="magnitude", gamma_free=False)
+    assert got.quantities["L_sparse"] == fresh.quantities["L_sparse"] != m.bounds.quantities["L_sparse"]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_bounds.ipynb #05fa2c7f
 from __future__ import annotations
-import itertools, math
+import itertools, math, numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,8 +154,9 @@ def mu_pl(grad_sq:float,   # ‖∇L(W)‖² (eq. 3.6)
 ORIENTATIONS = ("paper", "consistent")
 
 def _positive(**values):
+    "Each value a positive real (NumPy scalars too; infinity passes: an unbounded μ is reported, not refused)."
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or math.isnan(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0 or math.isnan(v):
             raise ValueError(f"{name}: must be a positive number, got {v!r}")
 
 def theorem1(gamma:float,          # γ > 0, chosen by the user (or fitted, see `calibrate_gamma`)
@@ -437,7 +438,8 @@ def gamma_free_bounds(delta_s:float,            # Δ_s = L(W_sparse) − L*, the
                       floor:float=0.0,          # L*_masked − L* ≥ 0: how far the minimum of the problem GD solves lies above L*
                      )->RetrainingBounds:
     "The γ-free bounds on the iterations gradient descent needs to bring Δ_s below ε, each with its status."
-    check_float(delta_s, "delta_s"); _positive(eps=eps, eta=eta, iters_per_epoch=iters_per_epoch)
+    check_float(delta_s, "delta_s"); eps, eta = check_float(eps, "eps", 0, low_open=True), check_float(eta, "eta", 0, low_open=True)
+    iters_per_epoch = check_float(iters_per_epoch, "iters_per_epoch", 0, low_open=True)  # finite: ε = ∞ would make anything "recovered"
     delta_i, t_initial = _optional(delta_i, "delta_i"), _optional(t_initial, "t_initial", 0, low_open=True)
     _check_bool(certified, "certified"); floor = check_float(floor, "floor", 0)
     if why is not None and not isinstance(why, str): raise TypeError(f"why: expected a string (the reason the bounds are estimates) or None, got {type(why).__name__}")
@@ -450,6 +452,8 @@ def gamma_free_bounds(delta_s:float,            # Δ_s = L(W_sparse) − L*, the
         never = f"{'proven' if certified else 'estimate'}: unreachable, the minimum GD can reach lies {floor:.4g} ≥ ε = {eps:g} above L*"
         return RetrainingBounds(dict.fromkeys(GAMMA_FREE, math.inf), iters_per_epoch, q, dict.fromkeys(GAMMA_FREE, never))
     mu, beta = check_float(mu, "mu"), check_float(beta, "beta", 0, low_open=True)   # μ ≤ 0: no certified PL constant
+    if certified and mu > beta: raise ValueError(f"mu, beta: μ = {mu:g} > β = {beta:g}, which no μ-strongly convex, β-smooth loss has; "
+                                                 "certified constants must satisfy μ ≤ β (check which is which)")
     mu_i = mu if mu_initial is None else check_float(mu_initial, "mu_initial")
     dist_sq = check_float(dist_sq, "dist_sq", 0)
     ds, e = delta_s - floor, eps - floor          # the gap and target of the problem GD solves
@@ -508,7 +512,9 @@ def _mu_method(method:str|None, mu:str)->str:
     return MU_BY_KIND[method_kind(method)]
 
 def _theorem1_status(value:float, mu1:float, mu2:float)->str:
-    return "estimate" if math.isfinite(value) else f"undefined: needs finite μ1 and μ2, got μ1 = {mu1:.3g}, μ2 = {mu2:.3g}"
+    if math.isfinite(value): return "estimate"
+    if math.isfinite(mu1) and math.isfinite(mu2): return "undefined: the product overflows a float (a μ or a gradient norm near 0 or huge)"
+    return f"undefined: needs finite μ1 and μ2, got μ1 = {mu1:.3g}, μ2 = {mu2:.3g}"
 
 def _missing_status(baseline:Baseline)->str|None:
     "'inapplicable: needs W_initial …' when the baseline lacks what Theorem 1 and the relative bound need; None when it has both."

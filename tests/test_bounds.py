@@ -218,3 +218,12 @@ def test_gamma_free_false_keeps_theorem1_and_says_what_it_skipped(setup):
         if k.startswith("theorem1"): continue
         assert math.isnan(cheap.iterations[k]) and cheap.status[k].startswith("undefined: not computed"), (k, cheap.status[k])
     _raises(ValueError, "gamma_free", lambda: retraining_bounds(p, base, d, method="random", gamma_free="no"))
+
+
+def test_theorem1_overflow_is_not_blamed_on_mu():
+    "Finite inputs whose product overflows: the status says so, instead of asking for finite μ it already has."
+    import math
+    from netdeviation.bounds import _theorem1_status, theorem1
+    v = theorem1(1, 1e300, 1e-10, 1, 1, 4)
+    assert math.isinf(v) and _theorem1_status(v, 1e300, 1e-10).startswith("undefined: the product overflows")
+    assert _theorem1_status(math.inf, math.inf, 0.5).startswith("undefined: needs finite μ1 and μ2")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_advisor.ipynb #312a3a41
 from __future__ import annotations
-import json, math, os, warnings
+import json, math, numbers, os, warnings
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -101,7 +101,8 @@ def inputs_frame(raw:pd.DataFrame, # `RAW` columns, one row per (pruned network,
     if missing: raise ValueError(f"raw: missing columns {missing}; build rows with `training_rows`, or call `advise`")
     T = train_length(raw)
     final = pd.to_numeric(raw.get("orig_final_lr", pd.Series(np.nan, index=raw.index)), errors="coerce")
-    annealed = (final/raw.orig_lr < 0.1).astype(float).where(final.notna(), _flag(raw.orig_schedule, ("cosine", "step", "linear", "exponential")))
+    peak = pd.to_numeric(raw.orig_lr, errors="coerce")
+    annealed = (final/peak < 0.1).astype(float).where(final.notna() & peak.notna(), _flag(raw.orig_schedule, ("cosine", "step", "linear", "exponential")))
     x = pd.DataFrame({k: pd.to_numeric(raw[k], errors="coerce") for k in MEASURED[:6]}, index=raw.index)
     x["log_ref_loss"], x["ref_err"] = _log10(raw.ref_loss), 1 - raw.ref_acc
     x["tol"], x["gap_over_tol"], x["recal_gap_over_tol"] = raw.tol, raw.acc_gap/raw.tol, raw.acc_gap_recal/raw.tol
@@ -471,11 +472,19 @@ def predict(advisor:Advisor,     # from `fit_advisor` or `load_advisor`
            )->pd.DataFrame:      # per row: status, p_recover (within cap_iters), iters, lo/hi per level, sd, out_of_domain
     "The advisor's answer per row: status, P(recover within the row's cap), median iterations, intervals, and why it is out of domain."
     if not isinstance(advisor, Advisor): raise TypeError(f"advisor: expected an Advisor (see `load_advisor`), got {type(advisor).__name__}")
+    if not isinstance(raw, pd.DataFrame): raise TypeError(f"raw: expected a DataFrame of `RAW` columns, got {type(raw).__name__}")
+    if missing := sorted(set(RAW) - set(raw.columns) - {"orig_batch_size", "orig_final_lr", "orig_td"}):
+        raise ValueError(f"raw: missing columns {missing}; build rows with `training_rows`, or call `advise`")
     raw = raw.copy()
     T = train_length(raw)
     unknown_T = ~np.isfinite(T.to_numpy(float))
-    raw.loc[unknown_T, "orig_iters"], raw.loc[unknown_T, "orig_batch_size"] = advisor.default_T, raw.batch_size[unknown_T]
-    unknown_td = ~np.isfinite(time_unit(raw).to_numpy(float))
+    # the corpus's median length (steps at the corpus's batch size) as steps at the original's batch size, where that is known
+    ob = pd.to_numeric(raw["orig_batch_size"], errors="coerce") if "orig_batch_size" in raw else pd.Series(np.nan, index=raw.index)
+    raw["orig_batch_size"] = np.where(unknown_T & ob.isna().to_numpy(), advisor.batch_size, ob)
+    raw.loc[unknown_T, "orig_iters"] = advisor.default_T*advisor.batch_size/raw.orig_batch_size[unknown_T]
+    td_given = time_unit(raw).to_numpy(float)
+    zero_td = np.isfinite(td_given) & (td_given <= 0)  # a curve within δ from its first check: no time unit to count in
+    unknown_td = ~np.isfinite(td_given) | zero_td
     frac = _fraction_at(advisor.td_fraction, raw.tol.to_numpy(float))
     raw["orig_td"] = np.where(unknown_td, pd.to_numeric(raw.orig_iters, errors="coerce")*frac,
                               pd.to_numeric(raw.get("orig_td", np.nan), errors="coerce"))
@@ -484,10 +493,17 @@ def predict(advisor:Advisor,     # from `fit_advisor` or `load_advisor`
     if bad: raise ValueError(f"features: {bad} are missing or not finite; measure them with `measure_features` (a NaN or inf gap has no advice)")
     x.loc[unknown_T, ["orig_log_iters", "orig_log_epochs"]] = np.nan  # unknown, not guessed
     why = advisor.domain.reasons(x)
-    for i in np.where(unknown_td)[0]: why[i] = ["the original's learning curve is unknown (give `Baseline.from_model` a record with its "
-                                               f"`val_curve`); t_δ is estimated as {frac[i]:.2g} of its training length, the corpus originals' median", *why[i]]
+    for i in np.where(unknown_td)[0]:
+        curve = ("the original's learning curve is within δ from its first check (t_δ = 0)" if zero_td[i] else
+                 "the original's learning curve is unknown (give `Baseline.from_model` a record with its `val_curve`)")
+        why[i] = [f"{curve}; t_δ is estimated as {frac[i]:.2g} of its training length, the corpus originals' median", *why[i]]
     for i in np.where(unknown_T)[0]: why[i] = ["the original's training length is unknown (give `Baseline.from_model` its record); "
-                                              f"time is counted from the corpus's median original, {advisor.default_T:.0f} steps", *why[i]]
+                                              f"time is counted from the corpus's median original, {advisor.default_T:.0f} steps at batch size "
+                                              f"{advisor.batch_size}", *why[i]]
+    if advisor.td_fraction:  # δ outside the tolerances the corpus was read at
+        lo, hi = min(advisor.td_fraction), max(advisor.td_fraction)
+        for i in np.where((raw.tol.to_numpy(float) < lo) | (raw.tol.to_numpy(float) > hi))[0]:
+            why[i] = [*why[i], f"δ = {raw.tol.iloc[i]:g} lies outside the corpus's tolerances ({lo:g}–{hi:g})"]
     ood = np.array([bool(w) for w in why])
     mu = _margin(advisor.booster, x, raw, advisor.dropped)
     sd = advisor.scale*np.where(ood, advisor.ood_widen, 1.0)*np.where(unknown_td, advisor.unit_widen, 1.0)
@@ -537,6 +553,7 @@ class Advice:
     t_delta:float=math.nan    # t_δ: the original's own steps to come within δ, in retraining steps (the unit the model predicts in)
     features:dict=field(repr=False, default_factory=dict) # what the advice was computed from
     advisor:str=CORPUS_VERSION # the advisor's version
+    horizon:float|None=None   # epochs a cosine recipe decays over in the corpus (the original's length); None for a constant rate
 
     @property
     def in_domain(self)->bool: return not self.out_of_domain
@@ -545,15 +562,16 @@ class Advice:
     def stop_rule(self)->str:
         "The stop rule to retrain with, as a call of `netdeviation.retraining.retrain`."
         if self.status == "none": return "no retraining needed: the pruned network is already within the tolerance"
+        cap = self.recommended_cap if self.horizon is None else self.horizon  # a cosine decays over max_epochs: the horizon the advice assumed
         return (f"retrain(pruned, data, baseline, config={self.recipe!r}, eps=None, delta={self.tolerance:g}, "
-                f"max_epochs={self.recommended_cap:.3g}, schedule='geometric', stop='target', crossing='median3', forecast=advice.forecaster())")
+                f"max_epochs={cap:.3g}, schedule='geometric', stop='target', crossing='median3', forecast=advice.forecaster())")
 
     def forecaster(self, budget:int|None=None): # steps the live forecast judges against; default the recommended cap
         "A live `Forecaster` for the retraining this advice is about, with the advice as its prior."
         from netdeviation.forecast import Forecaster
         prior = None if self.status == "none" else (self.iterations, self.log_sd)
         return Forecaster(reference=self.reference_acc, delta=self.tolerance,
-                          budget=budget or max(1, round(self.recommended_cap*self.iters_per_epoch)), prior=prior)
+                          budget=budget if budget is not None else max(1, round(self.recommended_cap*self.iters_per_epoch)), prior=prior)
 
     def to_dataframe(self)->pd.DataFrame:
         "One row per quantity, in iterations and epochs."
@@ -589,7 +607,7 @@ def _check_features(f)->dict:
     if not isinstance(f, dict): raise TypeError(f"features: expected the dict `measure_features` returns, got {type(f).__name__}")
     missing = [k for k in _NEEDED if k not in f]
     if missing: raise ValueError(f"features: missing {missing}; pass the whole dict `measure_features(pruned, baseline, data)` returns")
-    bad = [k for k in _NEEDED if not isinstance(f[k], (int, float)) or not math.isfinite(f[k])]
+    bad = [k for k in _NEEDED if isinstance(f[k], bool) or not isinstance(f[k], numbers.Real) or not math.isfinite(f[k])]
     if bad: raise ValueError(f"features: {bad} are not finite numbers ({ {k: f[k] for k in bad} }); re-measure them — a NaN or inf gap has no advice")
     return f
 
@@ -616,7 +634,7 @@ def _original_raw(baseline:Baseline, n_train:int, tolerance:float)->tuple[dict, 
     r, note = baseline.record, ""
     iters, n = r.iterations, r.n_train
     if iters is None and baseline.t_initial is not None:
-        iters, n, note = baseline.t_initial*n_train/baseline.config.batch_size, n or n_train, \
+        iters, n, note = baseline.t_initial*n_train/(r.batch_size or baseline.config.batch_size), n or n_train, \
                          f"training length from t_initial = {baseline.t_initial:g} epochs of these {n_train} training images"
     td = r.within(tolerance)
     if td is not None and len(r.val_curve) < 8:
@@ -650,21 +668,23 @@ def advise(pruned:nn.Module,             # the pruned network (torch.nn.utils.pr
     ipe = n/cfg.batch_size
     orig, note = _original_raw(baseline, n, tolerance)
     T = orig["orig_iters"]*orig["orig_batch_size"]/cfg.batch_size if orig["orig_iters"] else math.nan
-    cap = cap if cap is not None else (T/ipe if math.isfinite(T) else advisor.default_T/ipe)
+    T_default = advisor.default_T*advisor.batch_size/cfg.batch_size  # the corpus's median original, same images seen
+    cap = cap if cap is not None else (T/ipe if math.isfinite(T) else T_default/ipe)
     raw = pd.DataFrame([{**{k: f[k] for k in _NEEDED}, "tol": tolerance, **orig, "lr": cfg.lr, "retrain_optimizer": cfg.optimizer,
                          "retrain_schedule": cfg.schedule, "batch_size": cfg.batch_size, "cap_iters": cap*ipe}])
     pred = predict(advisor, raw).iloc[0]
     why = [pred.out_of_domain] if pred.out_of_domain else []
     if cfg.schedule == "cosine" and math.isfinite(T) and abs(math.log(cap*ipe/T)) > 0.1:
         why.append(f"recipe {recipe!r} decays over the cap ({cap:.3g} epochs); the corpus decayed it over the original's length ({T/ipe:.3g})")
-    T = T if math.isfinite(T) else advisor.default_T
+    T = T if math.isfinite(T) else T_default
     rec_cap = (pred["hi0.8"] if pred.status == "recovers" else T)/ipe  # hi0.8: the one-sided 90% quantile
     return Advice(status=str(pred.status), iterations=float(pred.iters), epochs=float(pred.iters)/ipe,
                   interval80=(float(pred["lo0.8"]), float(pred["hi0.8"])), interval95=(float(pred["lo0.95"]), float(pred["hi0.95"])),
                   p_recover=float(pred.p_recover), cap=float(cap), recommended_cap=float(rec_cap), tolerance=tolerance, recipe=recipe,
                   iters_per_epoch=ipe, time_unit=float(T), t_delta=float(pred.t_delta), out_of_domain="; ".join(why), notes=note,
                   widened=float(pred.widened),
-                  log_sd=float(pred.sd), reference_acc=float(f["ref_acc"]), features=dict(f), advisor=advisor.version)
+                  log_sd=float(pred.sd), reference_acc=float(f["ref_acc"]), features=dict(f), advisor=advisor.version,
+                  horizon=float(T/ipe) if cfg.schedule == "cosine" else None)
 
 # %% ../nbs/06b_advisor.ipynb #99a74097
 RULES = ("advisor", "advisor, no curve", "original length", "10% of original", "corpus median", "Theorem 1, fitted γ",

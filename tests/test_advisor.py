@@ -654,3 +654,64 @@ def test_validate_without_iters_per_epoch_is_refused_clearly():
     runs["arch"] = np.where(runs.arch.isin(["arch0", "arch2"]), "a", "b")
     try: validate(runs, by="arch")
     except ValueError as e: assert str(e).startswith("runs")
+
+
+# ---------------------------------------------------------------- units when the original's record is partly unknown
+def test_unknown_length_is_counted_in_images_at_any_batch_size(fitted, fresh):
+    "Without a training length, the corpus's median original is the same number of images at every batch size: the advice in epochs agrees."
+    rows, _ = fresh
+    one = rows[needs_retraining(rows)].head(1).assign(orig_iters=np.nan, orig_td=np.nan, orig_batch_size=np.nan)
+    p = {b: predict(fitted, one.assign(batch_size=b)).iloc[0] for b in (32, BATCH, 512)}
+    for b in (32, 512):
+        assert p[b].t_delta*b == pytest.approx(p[BATCH].t_delta*BATCH, rel=1e-9)   # t_δ in images: one number
+        assert p[b].iters*b == pytest.approx(p[BATCH].iters*BATCH, rel=1e-3)
+    assert f"steps at batch size {fitted.batch_size}" in p[32].out_of_domain
+
+def test_known_curve_keeps_its_batch_size_when_the_length_is_unknown(fitted, fresh):
+    "t_δ recorded at batch 32 and the length unknown: t_δ is converted to the retraining's batch size as when the length is known."
+    rows, _ = fresh
+    one = rows[needs_retraining(rows)].head(1).assign(orig_td=220.0, orig_batch_size=32, batch_size=BATCH)
+    known, unknown = predict(fitted, one).iloc[0], predict(fitted, one.assign(orig_iters=np.nan)).iloc[0]
+    assert known.t_delta == unknown.t_delta == pytest.approx(220.0*32/BATCH)
+
+def test_a_curve_within_delta_from_the_start_has_no_time_unit(fitted, fresh):
+    "t_δ = 0 (the curve's first check already within δ): estimated from T and said, never log(0)."
+    rows, _ = fresh
+    one = rows[needs_retraining(rows)].head(1)
+    zero, blind = predict(fitted, one.assign(orig_td=0.0)).iloc[0], predict(fitted, one.assign(orig_td=np.nan)).iloc[0]
+    assert zero.t_delta > 0 and zero.iters == pytest.approx(blind.iters) and "t_δ = 0" in zero.out_of_domain
+
+def test_a_tolerance_outside_the_corpus_is_out_of_domain(fitted, fresh):
+    rows, _ = fresh
+    one = rows[needs_retraining(rows)].head(1)
+    assert "outside the corpus's tolerances" in predict(fitted, one.assign(tol=0.3)).out_of_domain.iloc[0]
+    assert "tolerances" not in predict(fitted, one).out_of_domain.iloc[0]
+
+def test_predict_names_missing_columns(fitted):
+    with pytest.raises(ValueError, match=r"raw: missing columns \['acc_gap_recal'"):
+        predict(fitted, pd.DataFrame([{"acc_gap": 0.1}]))
+
+def test_features_may_be_numpy_scalars_and_budget_zero_is_refused(tiny, pruned, fitted):
+    from netdeviation.corpus import measure_features
+    base, data = tiny
+    f = measure_features(pruned, base, data, method="magnitude")
+    g = {k: (np.float32(v) if isinstance(v, float) else v) for k, v in f.items()} | {"node": np.int64(f["node"])}
+    a = advise(pruned, base, data, tolerance=0.02, advisor=fitted, method="magnitude", features=g)
+    assert a.status in ("none", "recovers", "unlikely")
+    if a.status != "none":
+        with pytest.raises(ValueError, match="budget: must be an integer >= 1"): a.forecaster(budget=0)
+
+def test_length_from_t_initial_uses_the_records_batch_size(tiny):
+    "A record without its step count: t_initial epochs of n images at the record's batch size (not the config's)."
+    base, data = tiny
+    rec = TrainRecord(iterations=None, n_train=len(data.x_train), batch_size=32)
+    b = Baseline.from_model(base.model, data, w_initial=base.w_initial, t_initial=3.0, config=CONFIG, record=rec)
+    raw, note = advisor_mod._original_raw(b, len(data.x_train), 0.02)
+    assert raw["orig_iters"] == pytest.approx(3.0*len(data.x_train)/32) and raw["orig_batch_size"] == 32 and "t_initial" in note
+
+def test_a_cosine_recipes_stop_rule_decays_over_the_assumed_horizon(tiny, pruned, fitted):
+    base, data = tiny
+    a = advise(pruned, base, data, tolerance=0.02, advisor=fitted, method="magnitude", recipe="sgd_cosine")
+    if a.status != "none": assert f"max_epochs={a.time_unit/a.iters_per_epoch:.3g}," in a.stop_rule
+    p = advise(pruned, base, data, tolerance=0.02, advisor=fitted, method="magnitude")
+    assert p.horizon is None

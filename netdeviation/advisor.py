@@ -245,7 +245,8 @@ _K, _MAX_POINTS = 5, 2000
 def _say(name:str, v:float, lo:float, hi:float)->str:
     "One out-of-range input, in words."
     above, far = v > hi, 10**(v - hi) if v > hi else 10**(lo - v)
-    words = {"orig_log_iters": ("trained {f:.3g}× {more} than any corpus original ({v:.0f} steps; the corpus spans {lo:.0f}–{hi:.0f})", "longer", "shorter"),
+    words = {"orig_log_iters": ("trained {f:.3g}× {more} than any corpus original ({v:.0f} steps at the retraining's batch size, the images it saw "
+                                "÷ that batch size; the corpus spans {lo:.0f}–{hi:.0f})", "longer", "shorter"),
              "orig_log_n_train": ("trained on {f:.3g}× {more} images than any corpus original ({v:.0f}; the corpus spans {lo:.0f}–{hi:.0f})", "more", "fewer"),
              "orig_log_epochs": ("trained for {f:.3g}× {more} epochs than any corpus original ({v:.3g}; the corpus spans {lo:.3g}–{hi:.3g})", "more", "fewer"),
              "log_lr_ratio": ("retrained at a learning rate {f:.3g}× {more} (relative to the original's) than any corpus run", "higher", "lower")}

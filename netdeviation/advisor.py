@@ -641,7 +641,8 @@ def _original_raw(baseline:Baseline, n_train:int, tolerance:float)->tuple[dict, 
     if td is not None and len(r.val_curve) < 8:
         note = "; ".join(filter(None, [note, f"t_δ read off a coarse learning curve ({len(r.val_curve)} checks): it can only be later "
                                        "than the true one; `netdeviation.training.ValCurve` records a finer curve"]))
-    return dict(orig_iters=iters, orig_n_train=n, orig_batch_size=r.batch_size or baseline.config.batch_size,
+    ob = r.batch_size or baseline.config.batch_size
+    return dict(orig_iters=iters, orig_n_train=n, orig_batch_size=min(ob, n) if n else ob,  # images per step
                 orig_optimizer=r.optimizer, orig_lr=r.lr, orig_final_lr=r.final_lr, orig_schedule=r.schedule,
                 orig_train_loss=r.train_loss, orig_td=math.nan if td is None else td), note
 
@@ -666,13 +667,14 @@ def advise(pruned:nn.Module,             # the pruned network (torch.nn.utils.pr
     advisor = load_advisor() if advisor is None else advisor
     f = _check_features(features if features is not None else measure_features(pruned, baseline, data, method=method, device=device))
     cfg, n = retrain_config(recipe, baseline.config), len(data.x_train)
-    ipe = n/cfg.batch_size
+    bs = min(cfg.batch_size, n)  # images per step: a batch larger than the data set takes all of it, once per epoch
+    ipe = n/bs
     orig, note = _original_raw(baseline, n, tolerance)
-    T = orig["orig_iters"]*orig["orig_batch_size"]/cfg.batch_size if orig["orig_iters"] else math.nan
-    T_default = advisor.default_T*advisor.batch_size/cfg.batch_size  # the corpus's median original, same images seen
+    T = orig["orig_iters"]*orig["orig_batch_size"]/bs if orig["orig_iters"] else math.nan
+    T_default = advisor.default_T*advisor.batch_size/bs  # the corpus's median original, same images seen
     cap = cap if cap is not None else (T/ipe if math.isfinite(T) else T_default/ipe)
     raw = pd.DataFrame([{**{k: f[k] for k in _NEEDED}, "tol": tolerance, **orig, "lr": cfg.lr, "retrain_optimizer": cfg.optimizer,
-                         "retrain_schedule": cfg.schedule, "batch_size": cfg.batch_size, "cap_iters": cap*ipe}])
+                         "retrain_schedule": cfg.schedule, "batch_size": bs, "cap_iters": cap*ipe}])
     pred = predict(advisor, raw).iloc[0]
     why = [pred.out_of_domain] if pred.out_of_domain else []
     if cfg.schedule == "cosine" and math.isfinite(T) and abs(math.log(cap*ipe/T)) > 0.1:

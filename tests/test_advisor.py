@@ -715,3 +715,11 @@ def test_a_cosine_recipes_stop_rule_decays_over_the_assumed_horizon(tiny, pruned
     if a.status != "none": assert f"max_epochs={a.time_unit/a.iters_per_epoch:.3g}," in a.stop_rule
     p = advise(pruned, base, data, tolerance=0.02, advisor=fitted, method="magnitude")
     assert p.horizon is None
+
+def test_a_batch_larger_than_the_data_counts_one_step_per_epoch(tiny, pruned, fitted):
+    "fit takes ceil(n/b) = 1 step per epoch when b > n: the advice's epochs are its steps, not steps × b/n."
+    base, data = tiny
+    big = TrainConfig("adam", 1e-3, 1, 4096, "cosine")
+    b = Baseline.from_model(base.model, data, w_initial=base.w_initial, config=big, record=TrainRecord(iterations=8, n_train=len(data.x_train), batch_size=4096))
+    a = advise(pruned, b, data, tolerance=0.02, advisor=fitted, method="magnitude")
+    assert a.iters_per_epoch == 1.0 and a.epochs == pytest.approx(a.iterations) and a.time_unit == pytest.approx(8.0)

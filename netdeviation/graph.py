@@ -220,9 +220,9 @@ class _Chain(nn.Module):
     "An `nn.Sequential`'s children under their own names, with the plain chain forward (traceable)."
     def __init__(self, seq:nn.Sequential):
         super().__init__()
-        for n, m in seq.named_children(): self.add_module(n, m)
+        for n, m in seq._modules.items(): self.add_module(n, m)   # every entry, a module used twice included
     def forward(self, x):
-        for m in self.children(): x = m(x)
+        for m in self._modules.values(): x = m(x)   # `children()` would skip a repeated module
         return x
 
 def _describe(n:fx.Node)->str:
@@ -629,8 +629,12 @@ class Stage:
 # %% ../nbs/01a_graph.ipynb #14d2647f
 def _walk(model:nn.Sequential)->tuple[nn.Sequential, list[Stage]]:
     "The one walk over a chain's children: its prefix and stages (or the error saying why it is not a chain)."
-    prefix, found = [], []
-    for name, m in model.named_children():
+    prefix, found, seen = [], [], {}
+    for name, m in model._modules.items():   # `named_children` skips a module's second use
+        if id(m) in seen and (isinstance(m, PRUNABLE) or list(m.parameters())):
+            raise ValueError(f"model: module '{name}' is '{seen[id(m)]}' used again; a layer applied twice is not a chain of stages, "
+                             "use `trace` (its graph applies it twice)")
+        seen.setdefault(id(m), name)
         if isinstance(m, PRUNABLE): found.append((name, m, []))
         elif list(m.parameters()) or isinstance(m, nn.modules.batchnorm._NormBase):   # affine=False: running statistics
             raise ValueError(f"model: module '{name}' ({type(m).__name__}) has parameters or running statistics but is not "
@@ -648,7 +652,7 @@ def stages(model:nn.Sequential, # a `LayeredNet` or any `nn.Sequential` of named
     "Split `model` into a prefix and a chain of `Stage`s, one per prunable layer (walked once per model)."
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model: expected an nn.Sequential (e.g. from get_model), got {type(model).__name__}")
-    key = tuple(map(id, model.children()))        # a chain whose children change is walked again
+    key = tuple(map(id, model._modules.values()))  # a chain whose children change is walked again
     if (hit := _WALKS.get(model)) is None or hit[0] != key:
         try: hit = (key, _walk(model), None)
         except ValueError as e: hit = (key, None, e)

@@ -205,11 +205,15 @@ def stage_outputs(model:nn.Sequential, # original (unpruned or pruned) network
     was_training = net.training
     net.eval()
     outs = {s.name: [] for s in st}
-    for xb in x.split(batch_size):
-        y = prefix(xb.to(device))
-        for s in st:
-            y = s.post(s.layer(y)); outs[s.name].append(y)
-    net.train(was_training)
+    try:
+        for xb in x.split(batch_size):
+            y = prefix(xb.to(device))
+            for s in st:
+                y = s.post(s.layer(y)); outs[s.name].append(y)
+    except RuntimeError as e:  # a shape the model cannot take (a model without `input_shape` is not checked before)
+        raise ValueError(f"x: images of shape {tuple(x.shape[1:])} do not fit the model ({str(e).splitlines()[0][:160]}); "
+                         "pass the pruning images the model takes (prune's `data`)") from None
+    finally: net.train(was_training)
     return {k: torch.cat(v) for k, v in outs.items()}
 
 # %% ../nbs/03_pruning.ipynb #733ade44
@@ -946,7 +950,7 @@ def _report_chain(model:nn.Sequential, shape:tuple)->pd.DataFrame:
         y = prefix(torch.zeros(1, *shape, device=st[0].layer.weight.device))
         for s in st:
             z = s.layer(y); y = s.post(z)
-            positions[s.name] = z[0, 0].numel() if isinstance(s.layer, nn.Conv2d) else 1
+            positions[s.name] = z[0, 0].numel() if isinstance(s.layer, (nn.Conv1d, nn.Conv2d)) else 1
     except RuntimeError as e:
         raise ValueError(f"input_shape: {tuple(shape)} does not fit the model ({str(e).splitlines()[0][:120]})") from None
     masks, rows = get_masks(model), {}

@@ -227,3 +227,34 @@ def test_float64_data_is_accepted_as_float32():
     x = images(32)
     assert all(torch.equal(a["bias"], b["bias"]) for a, b in zip(compute_masks(NET, "clustered", 0.5, data=x).values(),
                                                                  compute_masks(NET, "clustered", 0.5, data=x.double()).values()))
+
+
+# ---------------------------------------------------------------- a layer used twice, Conv1d chains, data that does not fit
+def test_a_sequential_reusing_a_layer_is_traced_not_walked():
+    "nn.Sequential(..., l2, relu, l2, ...): not a chain of stages (the walk saw l2 once); the traced graph applies it twice."
+    from netdeviation.deviation import deviation
+    from netdeviation.graph import is_chain, trace
+    torch.manual_seed(0)
+    l2 = nn.Linear(8, 8)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), l2, nn.ReLU(), l2, nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(40, 4)
+    assert not is_chain(m) and sum(o.kind == "weighted" for o in trace(m).ops) == 4
+    for method in ("magnitude", "clustered"):
+        p = prune(m, method, 0.5, data=x)
+        d = deviation(m, p, x)
+        with torch.no_grad(): assert d.lhs == pytest.approx((p(x) - m(x)).norm().item(), rel=1e-4)
+        assert d.lhs <= d.bound_rigorous
+
+def test_a_conv1d_chain_reports_the_flops_of_its_traced_twin():
+    from netdeviation.pruning import sparsity_report
+    c1 = nn.Sequential(nn.Conv1d(2, 6, 3), nn.ReLU(), nn.Conv1d(6, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(30, 3)); c1.input_shape = (2, 10)
+    class Wrap(nn.Module):
+        def __init__(self): super().__init__(); self.seq, self.input_shape = c1, (2, 10)
+        def forward(self, x): return self.seq(x)
+    a, b = sparsity_report(c1), sparsity_report(Wrap())
+    assert a.flops.tolist() == b.flops.tolist() == [6*8*2*3, 5*6*6*3, 30*3, 918]   # out channels × positions × fan-in
+
+def test_data_that_does_not_fit_a_model_without_input_shape_is_named():
+    m = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    with pytest.raises(ValueError, match=r"^x: images of shape \(5,\) do not fit the model"):
+        prune(m, "clustered", 0.1, data=torch.randn(3, 5))

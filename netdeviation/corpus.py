@@ -224,7 +224,7 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
     check_choice(crossing, "crossing", CROSSINGS)
     data = corpus_data(dataset, n_default if n_train is None else n_train, n_val, device=device)
     cap = float(cfg0.epochs) if cap is None else check_float(cap, "cap", 0, low_open=True)
-    if math.floor(cap*len(data.x_train)/cfg0.batch_size) < 1:
+    if math.floor(cap*len(data.x_train)/cfg0.batch_size + 1e-9) < 1:
         raise ValueError(f"cap: {cap} epochs of {len(data.x_train)} images is less than one optimiser step; pass a larger cap or n_train")
     base = corpus_baseline(arch, data, seed, "paper" if regime == "v1" else cfg0, cache=cache, device=device)
     x = data.x_val
@@ -242,7 +242,7 @@ def corpus_run(dataset:str,               # one of `CORPUS_DATASETS`
                          "recipe": recipe, "lr": cfg.lr, "log_lr_ratio": math.log10(cfg.lr/base.config.lr),
                          "retrain_optimizer": cfg.optimizer, "retrain_schedule": cfg.schedule, "crossing": crossing,
                          "batch_size": cfg.batch_size, "iters_per_epoch": len(data.x_train)/cfg.batch_size, "cap": cap,
-                         "cap_iters": math.floor(cap*len(data.x_train)/cfg.batch_size), **_original_columns(base, regime),
+                         "cap_iters": math.floor(cap*len(data.x_train)/cfg.batch_size + 1e-9), **_original_columns(base, regime),
                          **f, **recovery_columns(r, tolerances),
                          "curve": {k: r.checks[k].round(6).tolist() for k in ("step", "loss", "acc")}})
     return pd.DataFrame(rows)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_forecast.ipynb #b0ec03d6
 from __future__ import annotations
-import json, math, statistics
+import json, math, numbers, statistics
 from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -102,6 +102,7 @@ def _km_quantiles(values, censored, qs)->list:
 
 def _check_tables(runs:pd.DataFrame, curves:pd.DataFrame, tolerances)->tuple:
     "Check the corpus tables' columns; the tolerances as floats."
+    if isinstance(tolerances, (numbers.Real, str)): raise TypeError(f"tolerances: expected a list of δ, e.g. (0.01, 0.05), got {tolerances!r}")
     tolerances = tuple(check_float(t, "tolerances", 0, 1, low_open=True, high_open=True) for t in tolerances)
     for name, df, cols in (("runs", runs, ["run", "ref_acc", "cap_iters", *[f"{p}_{t:g}" for t in tolerances for p in ("iters", "status")]]),
                            ("curves", curves, ["run", "step", "acc"])):
@@ -354,8 +355,8 @@ def _cases(runs:pd.DataFrame, curves:pd.DataFrame, model:ForecastModel, fraction
             actual = run[f"iters_{t:g}"]
             if cu is None or run[f"status_{t:g}"] != "recovered": continue
             steps = cu["step"].to_numpy()
-            ks = {f: int(np.searchsorted(steps, f*actual, side="right")) - 1 for f in fractions}
-            if max(steps[k] for k in ks.values()) < 1: continue
+            ks = {f: k for f in fractions if (k := int(np.searchsorted(steps, f*actual, side="right")) - 1) >= 0}  # not before the first check
+            if not ks or max(steps[k] for k in ks.values()) < 1: continue
             fcs = forecast_curve(cu.iloc[:max(ks.values()) + 1], run["ref_acc"], t, int(run["cap_iters"]), prior=priors.get((run["run"], t)),
                                  model=model, crossing=crossing)
             gap = run["ref_acc"] - smoothed(cu["acc"].to_numpy(), crossing)
@@ -400,6 +401,7 @@ def validate_forecast(runs:pd.DataFrame,               # one row per run (`corpu
                      )->pd.DataFrame:                  # per method and fraction: cases, share forecast, and over those: within 2×, 80%/95% coverage, median ratio
     "Score the forecast part-way through recorded runs, beside a plain power law and an exponential."
     tolerances = _check_tables(runs, curves, tolerances); crossing = _runs_crossing(runs, crossing)
+    if isinstance(fractions, (numbers.Real, str)): raise TypeError(f"fractions: expected a list of fractions, e.g. (0.1, 0.5), got {fractions!r}")
     fractions = tuple(check_float(f, "fractions", 0, 1, low_open=True, high_open=True) for f in fractions)
     if model is not None and not isinstance(model, ForecastModel): raise TypeError(f"model: expected a ForecastModel or None, got {type(model).__name__}")
     folds = [(np.ones(len(runs), bool), model)] if model is not None else \

@@ -88,6 +88,7 @@ class RecoveryTime(NamedTuple):
 def _first_meeting(curve:pd.DataFrame, loss:float|None, acc:float|None, combine:str="or", crossing:str="first")->RecoveryTime:
     "The first row of `curve` whose (smoothed) loss <= `loss` or/and acc >= `acc` (a None target is not used), and the row before it."
     sm = {k: pd.Series(smoothed(curve[k], crossing), index=curve.index) for k in ("loss", "acc")}
+    sm = {k: v.where(np.isfinite(curve["loss"].to_numpy(float))) for k, v in sm.items()}  # a diverged check (loss NaN/inf) never meets a rule
     tests = [*([sm["loss"] <= loss] if loss is not None else []), *([sm["acc"] >= acc] if acc is not None else [])]
     ok = (tests[0] | tests[-1]) if combine == "or" else (tests[0] & tests[-1])
     hits = ok.to_numpy().nonzero()[0]
@@ -215,24 +216,26 @@ def retrain(pruned_model:nn.Module,        # pruned network (torch.nn.utils.prun
     n_train = len(data.x_train)
     reference = evaluate(ref_model, x, y, device=next(ref_model.parameters()).device)
     target = {"loss": None if eps is None else reference["loss"] + eps, "acc": None if delta is None else reference["acc"] - delta}
-    max_steps = math.floor(max_epochs*n_train/cfg.batch_size)
+    max_steps = math.floor(max_epochs*n_train/cfg.batch_size + 1e-9)  # 0.29·100/1 is 28.999…: 29 steps
     fc = _forecaster(forecast, reference["acc"], delta, max_steps, crossing)
     when, checks, hit, told = set(_schedule(max_steps, schedule, check_every, rel)), [], None, []
     bar = tqdm(total=max_steps, desc="retrain", disable=not (progress and fc is not None), leave=False)
+    diverged = False
     def check(step:int, model:nn.Module):
-        nonlocal hit
+        nonlocal hit, diverged
         r = evaluate(model, x, y, device=device)
         checks.append({"step": step, "epochs": step*cfg.batch_size/n_train, **r})
+        diverged = not math.isfinite(r["loss"])  # NaN logits: argmax reads class 0, an accuracy that means nothing
         loss, acc = (smoothed([c[k] for c in checks[-3:]], crossing)[-1] for k in ("loss", "acc"))
-        if hit is None and ((target["loss"] is not None and loss <= target["loss"]) or
-                            (target["acc"] is not None and acc >= target["acc"])): hit = len(checks) - 1
-        if fc is not None:
+        if hit is None and not diverged and ((target["loss"] is not None and loss <= target["loss"]) or
+                                             (target["acc"] is not None and acc >= target["acc"])): hit = len(checks) - 1
+        if fc is not None and not diverged:
             f = fc.update(step, r["acc"], r["loss"]); told.append({"step": step, **f.to_dict()})
             bar.update(step - bar.n); bar.set_postfix_str(f.short())
     check(0, pruned_model.to(device))
     def on_step(step, model):
         if step in when: check(step, model)
-        return step >= max_steps or (stop == "target" and hit is not None)
+        return step >= max_steps or (stop == "target" and hit is not None) or diverged  # a diverged run ends, not recovered
     if max_steps > 0 and (hit is None or stop == "cap"):
         fit(pruned_model, data, cfg, seed=seed, device=device, epochs=math.ceil(max_epochs), steps=max_steps, on_step=on_step,
             eval_test=False, progress=progress and fc is None)

@@ -226,3 +226,58 @@ def test_retrain_with_a_forecast_refuses_a_cap_under_one_step():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
     with pytest.raises(ValueError, match=r"^max_epochs: the cap is 0 optimiser steps; a forecast needs at least one"):
         retrain(prune(model, "random", 0.5), data, model, eps=None, delta=0.01, max_epochs=0.1, forecast=True, progress=False)
+
+
+def _diverging():
+    "A pruned net pushed to always say class 1 on data that is ~80% class 0, retrained by SGD at lr 1e30: its loss goes NaN at once."
+    import torch
+    from torch import nn
+    from netdeviation.data import from_tensors
+    from netdeviation.pruning import prune
+    from netdeviation.training import TrainConfig, fit
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(240, 1, 4, 4, generator=g); y = (x[:, 0, 0, 0] > 0.8).long()
+    data = from_tensors(x[:100], y[:100], x_test=x[100:140], y_test=y[100:140], x_val=x[140:], y_val=y[140:], normalise=False)
+    torch.manual_seed(0)
+    orig = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    fit(orig, data, TrainConfig(lr=3e-2, epochs=40, batch_size=20), eval_test=False, progress=False)
+    p = prune(orig, "magnitude", 0.3, seed=0)
+    with torch.no_grad(): getattr(p[3], "bias_orig", p[3].bias).copy_(torch.tensor([-50.0, 50.0]))
+    return p, data, orig, TrainConfig(optimizer="sgd", lr=1e30, momentum=0.0, batch_size=10, schedule="constant")
+
+@pytest.mark.parametrize("forecast", [False, True])
+def test_a_diverged_run_is_not_recovered(forecast):
+    "NaN logits make argmax say class 0, an accuracy above the target here: the run must end not recovered, with or without a forecast."
+    import math
+    from netdeviation.retraining import retrain
+    p, data, orig, cfg = _diverging()
+    r = retrain(p, data, orig, cfg, eps=None, delta=0.25, max_epochs=1, check_every=2, progress=False, forecast=forecast)
+    assert not math.isfinite(r.checks.loss.iloc[-1]) and r.checks.acc.iloc[-1] >= r.target["acc"]   # the trap is real
+    assert not r.recovered and r.epochs_to(delta=0.25).iterations is None
+
+def test_the_step_cap_is_not_lost_to_rounding():
+    "0.29 epochs of 100 images at batch 1 is 29 steps (0.29·100 is 28.999… in floats)."
+    import torch
+    from torch import nn
+    from netdeviation.data import from_tensors
+    from netdeviation.pruning import prune
+    from netdeviation.retraining import retrain
+    from netdeviation.training import TrainConfig
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(180, 4, 4, generator=g), torch.randint(0, 2, (180,), generator=g)
+    data = from_tensors(x[:100], y[:100], x_val=x[100:140], y_val=y[100:140], x_test=x[140:], y_test=y[140:], normalise=False)
+    assert len(data.x_train) == 100
+    m = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    r = retrain(prune(m, "random", 0.5), data, m, TrainConfig("sgd", 0.01, 1, 1, "constant"), eps=None, delta=1e-6,
+                max_epochs=0.29, check_every=1, stop="cap", progress=False)
+    assert r.checks.step.iloc[-1] == 29
+
+def test_validate_forecast_skips_fractions_before_the_first_check_and_names_scalars():
+    from netdeviation.forecast import fit_forecast_model, validate_forecast
+    steps = np.arange(10, 201, 10); acc = 0.9 - 0.3*(steps/10.0)**-0.7
+    curves = pd.DataFrame(dict(run="a", step=steps, acc=acc))
+    runs = pd.DataFrame([{"run": "a", "ref_acc": 0.9, "cap_iters": 200, "iters_0.05": int(steps[np.argmax(acc >= 0.85)]), "status_0.05": "recovered"}])
+    cases = validate_forecast(runs, curves, model=load_forecast_model(), tolerances=(0.05,), fractions=(0.05, 0.5), detail=True)
+    assert set(cases.fraction) == {0.5}                                 # 5% of 100 steps lies before the first check at 10
+    with pytest.raises(TypeError, match=r"^tolerances: expected a list"): fit_forecast_model(runs, curves, tolerances=0.05)
+    with pytest.raises(TypeError, match=r"^fractions: expected a list"): validate_forecast(runs, curves, model=load_forecast_model(), tolerances=(0.05,), fractions=0.5)
